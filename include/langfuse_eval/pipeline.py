@@ -1,0 +1,192 @@
+"""The steps of one evaluation run as plain functions, one per DAG task.
+
+Each step takes settings objects and JSON-ready values and returns JSON-ready values, so the
+DAG can pass them through XCom and tests can call them without Airflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from include.langfuse_eval.observations import list_window_traces
+from include.langfuse_eval.planning import FetchedPage, PageSpec, Plan, fetch_page, plan_pages
+from include.langfuse_eval.scores import RunContext, build_score_requests, write_scores
+from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
+from include.langfuse_eval.tone import SCORE_NAME as TONE
+from include.langfuse_eval.tone import ToneJudge
+from include.langfuse_eval.verdicts import Verdict
+from include.langfuse_eval.window import Window
+
+log = logging.getLogger(__name__)
+
+JOYFULNESS = "joyfulness"
+EVALUATORS = (TONE, JOYFULNESS)
+
+
+def plan_run(
+    langfuse: LangfuseSettings,
+    *,
+    tag: str,
+    window: Window,
+    page_size: int,
+    max_traces: int | None,
+) -> Plan:
+    """List the window's tagged traces and split them into pages."""
+    traces = list_window_traces(langfuse.api(), tag=tag, window=window)
+    plan = plan_pages(traces, page_size=page_size, max_traces=max_traces)
+    log.info(
+        "Window %s to %s: %d traces found, %d planned in %d pages of up to %d",
+        window.to_dict()["start"],
+        window.to_dict()["end"],
+        plan.traces_found,
+        plan.traces_planned,
+        len(plan.pages),
+        plan.page_size,
+    )
+    return plan
+
+
+def fetch(langfuse: LangfuseSettings, *, tag: str, window: Window, page: PageSpec) -> FetchedPage:
+    """Fetch one page's traces and extract the texts that the judges read."""
+    return fetch_page(langfuse.api(), tag=tag, window=window, page=page)
+
+
+async def _judge_async(
+    evaluator: str, settings: JudgeSettings, page: FetchedPage, max_concurrency: int
+) -> list[Verdict]:
+    if evaluator == TONE:
+        client = settings.async_client()
+        async with client:
+            return await ToneJudge(client, settings.model).judge_all(page.items, max_concurrency)
+    # deepeval is imported only where it runs: it is slow to import and DAG parsing needs none.
+    from include.langfuse_eval.joyfulness import JoyfulnessJudge, build_judge_model
+
+    model = build_judge_model(settings)
+    try:
+        return await JoyfulnessJudge(model).judge_all(page.items, max_concurrency)
+    finally:
+        await model.async_http_client.aclose()
+
+
+def judge(
+    evaluator: str, settings: JudgeSettings, page: FetchedPage, *, max_concurrency: int
+) -> list[Verdict]:
+    """Run one judge over a page's traces concurrently and return one verdict per trace."""
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"Unknown evaluator {evaluator!r}: use one of {list(EVALUATORS)}.")
+    if not page.items:
+        return []
+    verdicts = asyncio.run(_judge_async(evaluator, settings, page, max_concurrency))
+    errors = sum(1 for verdict in verdicts if not verdict.ok)
+    log.info(
+        "Page %d: %s judged %d traces, %d judge errors",
+        page.index,
+        evaluator,
+        len(verdicts),
+        errors,
+    )
+    return verdicts
+
+
+@dataclass
+class PageReport:
+    """What one page did, for the run summary."""
+
+    index: int
+    traces_owned: int
+    evaluated: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    scores_written: dict[str, int] = field(default_factory=dict)
+    judge_errors: dict[str, int] = field(default_factory=dict)
+    judge_calls: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tones: dict[str, int] = field(default_factory=dict)
+    joyfulness_values: list[float] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize for XCom."""
+        return asdict(self)
+
+
+def push(
+    langfuse: LangfuseSettings,
+    *,
+    page: FetchedPage,
+    traces_owned: int,
+    verdicts: list[Verdict],
+    context: RunContext,
+    dry_run: bool,
+) -> PageReport:
+    """Write a page's scores, or only count them on a dry run, and report the page."""
+    requests = build_score_requests(page.items, verdicts, context)
+    report = PageReport(
+        index=page.index,
+        traces_owned=traces_owned,
+        evaluated=len(page.items),
+        skipped={reason: len(ids) for reason, ids in page.skipped.items()},
+        dry_run=dry_run,
+    )
+    for verdict in verdicts:
+        report.judge_calls[verdict.name] = report.judge_calls.get(verdict.name, 0) + verdict.calls
+        report.prompt_tokens += verdict.prompt_tokens
+        report.completion_tokens += verdict.completion_tokens
+        if not verdict.ok:
+            report.judge_errors[verdict.name] = report.judge_errors.get(verdict.name, 0) + 1
+        elif verdict.name == TONE:
+            report.tones[str(verdict.value)] = report.tones.get(str(verdict.value), 0) + 1
+        elif verdict.name == JOYFULNESS:
+            report.joyfulness_values.append(float(verdict.value))  # type: ignore[arg-type]
+
+    if dry_run:
+        log.info("Page %d: dry run, %d scores not written", page.index, len(requests))
+        return report
+    written = write_scores(langfuse.api(), requests)
+    report.scores_written = written.written
+    log.info("Page %d: wrote scores %s", page.index, written.written)
+    return report
+
+
+def summarize(
+    *, traces_found: int, traces_planned: int, pages: int, reports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Add up the page reports into the run summary."""
+    skipped: Counter[str] = Counter()
+    written: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    tones: Counter[str] = Counter()
+    joyfulness: list[float] = []
+    prompt_tokens = completion_tokens = evaluated = 0
+    for report in reports:
+        skipped.update(report["skipped"])
+        written.update(report["scores_written"])
+        errors.update(report["judge_errors"])
+        calls.update(report["judge_calls"])
+        tones.update(report["tones"])
+        joyfulness.extend(report["joyfulness_values"])
+        prompt_tokens += report["prompt_tokens"]
+        completion_tokens += report["completion_tokens"]
+        evaluated += report["evaluated"]
+    return {
+        "traces_found": traces_found,
+        "traces_planned": traces_planned,
+        "pages": pages,
+        "pages_reported": len(reports),
+        "evaluated": evaluated,
+        "skipped": dict(sorted(skipped.items())),
+        "scores_written": dict(sorted(written.items())),
+        "judge_errors": dict(sorted(errors.items())),
+        "tone_distribution": dict(tones.most_common()),
+        "mean_joyfulness": round(sum(joyfulness) / len(joyfulness), 4) if joyfulness else None,
+        "judge_calls": dict(sorted(calls.items())),
+        "judge_calls_total": sum(calls.values()),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "dry_run": any(report["dry_run"] for report in reports),
+    }

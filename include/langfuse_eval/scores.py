@@ -1,0 +1,162 @@
+"""Build score requests with deterministic ids and write them synchronously to Langfuse.
+
+Langfuse replaces a score, instead of adding one, when it receives the same ``id``, ``name``
+and UTC day of ``timestamp`` again. So every score gets an id derived from its trace and name,
+and the trace's start time as its timestamp: a retry, a backfill or a forced re-run of a window
+overwrites the same scores in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from langfuse.api import LangfuseAPI
+from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatchResults
+from langfuse.api.scores.types.create_score_request import CreateScoreRequest
+
+from include.langfuse_eval.errors import ScoreWriteRejected
+from include.langfuse_eval.observations import LANGFUSE_MAX_RETRIES, call_langfuse
+from include.langfuse_eval.planning import TraceItem
+from include.langfuse_eval.verdicts import Verdict
+from include.langfuse_eval.window import parse_timestamp
+
+log = logging.getLogger(__name__)
+
+SCORE_ID_NAMESPACE = uuid.UUID("6f1c2a52-8d4b-4f3e-9a57-0c1f5e2b7d90")
+"""Namespace of the UUIDv5 score ids. Changing it would duplicate every score already written."""
+
+SCORE_BATCH_SIZE = 100
+MAX_COMMENT_CHARS = 2000
+
+DATA_TYPES = {"tone": "CATEGORICAL", "joyfulness": "NUMERIC"}
+"""Score data type by score name."""
+
+
+def score_id(trace_id: str, name: str) -> str:
+    """Return the deterministic id of the score ``name`` on a trace."""
+    return str(uuid.uuid5(SCORE_ID_NAMESPACE, f"{trace_id}:{name}"))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every score's metadata records about the run that wrote it."""
+
+    evaluator_version: str
+    judge_model: str
+    dag_run_id: str | None
+    window_start: str
+    window_end: str
+
+    def metadata(self) -> dict[str, Any]:
+        """Return the metadata fields of the run."""
+        return {
+            "evaluator_version": self.evaluator_version,
+            "judge_model": self.judge_model,
+            "dag_run_id": self.dag_run_id,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+        }
+
+
+def _valid_value(verdict: Verdict) -> bool:
+    data_type = DATA_TYPES.get(verdict.name)
+    if data_type == "NUMERIC":
+        value = verdict.value
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and 0.0 <= value <= 1.0
+        )
+    if data_type == "CATEGORICAL":
+        return isinstance(verdict.value, str) and bool(verdict.value)
+    return False
+
+
+def build_score_requests(
+    items: list[TraceItem], verdicts: list[Verdict], context: RunContext
+) -> list[CreateScoreRequest]:
+    """Turn successful verdicts into score requests.
+
+    Verdicts with an error, or with a value outside the score's range, produce no request.
+
+    Raises:
+        ValueError: A verdict names a trace that is not on the page or a score name that
+            has no data type.
+    """
+    by_trace = {item.trace_id: item for item in items}
+    requests = []
+    for verdict in verdicts:
+        if verdict.name not in DATA_TYPES:
+            raise ValueError(f"Score name {verdict.name!r} has no data type.")
+        item = by_trace.get(verdict.trace_id)
+        if item is None:
+            raise ValueError(f"Verdict for trace {verdict.trace_id} has no trace on this page.")
+        if not verdict.ok:
+            continue
+        if not _valid_value(verdict):
+            log.warning(
+                "Score %s on trace %s has an invalid value %r; not written",
+                verdict.name,
+                verdict.trace_id,
+                verdict.value,
+            )
+            continue
+        comment = verdict.comment[:MAX_COMMENT_CHARS] if verdict.comment else None
+        requests.append(
+            CreateScoreRequest(
+                id=score_id(item.trace_id, verdict.name),
+                trace_id=item.trace_id,
+                name=verdict.name,
+                value=verdict.value,
+                data_type=DATA_TYPES[verdict.name],
+                comment=comment,
+                metadata={**context.metadata(), **verdict.metadata},
+                environment=item.environment or None,
+                timestamp=parse_timestamp(item.start_time),
+            )
+        )
+    return requests
+
+
+@dataclass
+class WriteReport:
+    """How many scores were written, by name."""
+
+    written: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+
+def write_scores(
+    api: LangfuseAPI, scores: list[CreateScoreRequest], batch_size: int = SCORE_BATCH_SIZE
+) -> WriteReport:
+    """Send scores in synchronous batches of ``POST /api/public/scores``.
+
+    Raises:
+        ScoreWriteRejected: A batch was only partly accepted (HTTP 207). The message names the
+            server's errors. Every batch before it was accepted, and a retry rewrites the same
+            ids.
+    """
+    report = WriteReport()
+    for offset in range(0, len(scores), batch_size):
+        batch = scores[offset : offset + batch_size]
+        reply = call_langfuse(
+            api.scores.create,
+            what="write scores",
+            request=batch,
+            request_options={"max_retries": LANGFUSE_MAX_RETRIES},
+        )
+        report.requests += 1
+        if isinstance(reply, CreateScoreBatchResults) and reply.rejected:
+            messages = "; ".join(error.message for error in reply.errors)
+            raise ScoreWriteRejected(
+                f"Langfuse rejected {reply.rejected} of {len(batch)} scores "
+                f"(accepted {reply.accepted}): {messages}"
+            )
+        for score in batch:
+            report.written[score.name] = report.written.get(score.name, 0) + 1
+    return report

@@ -1,0 +1,87 @@
+"""Connection settings for Langfuse and the judge, and the clients built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from langfuse.api import LangfuseAPI
+from openai import AsyncOpenAI
+
+from include.langfuse_eval.errors import ConfigurationError
+
+LANGFUSE_READ_TIMEOUT_S = 60.0
+"""Read timeout for Langfuse requests: a v2 observations query may scan for up to 45 s."""
+
+DEFAULT_JUDGE_MODEL = "gpt-4.1-mini"
+DEFAULT_JUDGE_TIMEOUT_S = 120.0
+DEFAULT_JUDGE_MAX_RETRIES = 4
+
+
+@dataclass(frozen=True)
+class LangfuseSettings:
+    """Where the Langfuse API is and the project keys that authenticate against it."""
+
+    host: str
+    public_key: str
+    secret_key: str = field(repr=False)
+    timeout_s: float = LANGFUSE_READ_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if not self.host.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"Langfuse host {self.host!r} is invalid: set an http(s) URL such as "
+                "https://cloud.langfuse.com as the host of the Langfuse connection."
+            )
+        if not self.public_key or not self.secret_key:
+            raise ConfigurationError(
+                "Langfuse keys are missing: set the public key as the login and the secret "
+                "key as the password of the Langfuse connection."
+            )
+
+    def api(self) -> LangfuseAPI:
+        """Build the SDK's synchronous API client."""
+        return LangfuseAPI(
+            base_url=self.host.rstrip("/"),
+            username=self.public_key,
+            password=self.secret_key,
+            x_langfuse_public_key=self.public_key,
+            x_langfuse_sdk_name="langfuse-airflow-eval",
+            timeout=self.timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """The OpenAI-compatible endpoint and model that both judges call."""
+
+    api_key: str = field(repr=False)
+    model: str = DEFAULT_JUDGE_MODEL
+    base_url: str | None = None
+    timeout_s: float = DEFAULT_JUDGE_TIMEOUT_S
+    max_retries: int = DEFAULT_JUDGE_MAX_RETRIES
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ConfigurationError(
+                "The judge API key is missing: set it as the password of the OpenAI connection."
+            )
+        if not self.model:
+            raise ConfigurationError("The judge model is empty: set a model name.")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"Judge base URL {self.base_url!r} is invalid: set an http(s) URL or leave it "
+                "empty for the OpenAI API."
+            )
+
+    def async_client(self) -> AsyncOpenAI:
+        """Build the async OpenAI client that a judge shares across the calls of a page.
+
+        The SDK retries 408, 409, 429 and 5xx replies itself, honouring ``Retry-After`` and
+        ``retry-after-ms``.
+        """
+        return AsyncOpenAI(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )

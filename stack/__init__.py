@@ -1,0 +1,1 @@
+"""Local stand-ins for the services the DAGs talk to, for the offline demo and the tests."""
