@@ -197,7 +197,8 @@ def langfuse_external_eval() -> None:
         context["ti"].xcom_push(key=STATS_XCOM_KEY, value=stats)
         return [page.to_dict() for page in plan.pages]
 
-    @task
+    # The texts of the traces travel to the judges through XCom but are kept out of the logs.
+    @task(show_return_value_in_logs=False)
     def fetch_page(page: dict[str, Any], window: dict[str, str]) -> dict[str, Any]:
         """Fetch the page's traces and extract the texts to judge."""
         params = get_current_context()["params"]
@@ -228,12 +229,12 @@ def langfuse_external_eval() -> None:
             raise _fail_permanently(error) from error
         return [verdict.to_dict() for verdict in verdicts]
 
-    @task(pool=JUDGE_POOL)
+    @task(pool=JUDGE_POOL, show_return_value_in_logs=False)
     def judge_tone(fetched: dict[str, Any]) -> list[dict[str, Any]]:
         """Classify the tone of each trace's output."""
         return run_judge("tone", fetched)
 
-    @task(pool=JUDGE_POOL)
+    @task(pool=JUDGE_POOL, show_return_value_in_logs=False)
     def judge_joyfulness(fetched: dict[str, Any]) -> list[dict[str, Any]]:
         """Score how engaging and fun each trace's output is."""
         return run_judge("joyfulness", fetched)

@@ -68,14 +68,14 @@ def build_filter(
     return json.dumps(conditions)
 
 
-def call_langfuse(request: Callable[..., T], *, what: str, **kwargs: Any) -> T:
+def call_langfuse(operation: Callable[..., T], /, *, what: str, **kwargs: Any) -> T:
     """Run one SDK request and turn rejected credentials and settings into permanent errors.
 
     Other API errors and transport errors propagate unchanged, so the caller's retry policy
     (Airflow task retries) decides about them.
     """
     try:
-        return request(**kwargs)
+        return operation(**kwargs)
     except ApiError as error:
         if error.status_code in (401, 403):
             raise AuthenticationError(

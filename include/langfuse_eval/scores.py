@@ -160,3 +160,43 @@ def write_scores(
         for score in batch:
             report.written[score.name] = report.written.get(score.name, 0) + 1
     return report
+
+
+def score_trace_id(score: Any) -> str | None:
+    """Return the trace id of a v3 score read with ``fields=subject``."""
+    subject = getattr(score, "subject", None)
+    if subject is None:
+        return None
+    if subject.kind == "trace":
+        return subject.id
+    return getattr(subject, "trace_id", None)
+
+
+def read_trace_scores(
+    api: LangfuseAPI, trace_ids: list[str], *, chunk_size: int = 50
+) -> dict[str, list[Any]]:
+    """Read every score of the given traces through the v3 scores API, by trace id.
+
+    Reads other than v2 observations can lag about 10 minutes behind writes on Langfuse Cloud.
+    """
+    scores: dict[str, list[Any]] = {trace_id: [] for trace_id in trace_ids}
+    for offset in range(0, len(trace_ids), chunk_size):
+        chunk = trace_ids[offset : offset + chunk_size]
+        cursor: str | None = None
+        while True:
+            page = call_langfuse(
+                api.scores.get_many,
+                what="read scores",
+                trace_id=",".join(chunk),
+                fields="details,subject",
+                limit=100,
+                cursor=cursor,
+            )
+            for score in page.data:
+                trace_id = score_trace_id(score)
+                if trace_id is not None:
+                    scores.setdefault(trace_id, []).append(score)
+            cursor = getattr(page.meta, "cursor", None)
+            if not cursor:
+                break
+    return scores
