@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -280,12 +281,14 @@ def langfuse_external_eval() -> None:
         )
 
     @task(trigger_rule="all_done", retries=0)
-    def summarize_run(reports: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def summarize_run(reports: Any) -> dict[str, Any]:
         """Count the run's outcomes, log them, and fail the run if a page failed."""
         stats = get_current_context()["ti"].xcom_pull(task_ids="plan_pages", key=STATS_XCOM_KEY)
         if stats is None:
             raise AirflowFailException("Planning failed, so no page ran: see the plan_pages log.")
-        collected = list(reports or [])
+        # NOTE: Airflow 3.3.2 hands over a single dict, not a one-item list, when the mapped
+        # group ran for one page only; a mapping is therefore treated as one report.
+        collected = [reports] if isinstance(reports, Mapping) else list(reports or [])
         summary = summarize(
             traces_found=stats["traces_found"],
             traces_planned=stats["traces_planned"],

@@ -1,0 +1,528 @@
+"""Tests of the v2 observations reads, the page fetch and the connection settings.
+
+The fake API returns real SDK reply models, parsed from camelCase JSON the way the SDK parses
+a server reply.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from langfuse.api.core.api_error import ApiError
+from langfuse.api.core.pydantic_utilities import parse_obj_as
+from langfuse.api.observations.types.observations_v2response import ObservationsV2Response
+
+from include.langfuse_eval.errors import AuthenticationError, ConfigurationError
+from include.langfuse_eval.observations import (
+    FETCH_FIELDS,
+    MAX_OBSERVATIONS_LIMIT,
+    PLAN_FIELDS,
+    build_filter,
+    call_langfuse,
+    dedupe_roots,
+    iter_observations,
+    list_window_traces,
+)
+from include.langfuse_eval.planning import PageSpec, fetch_page
+from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
+from include.langfuse_eval.window import Window
+
+TAG = "eval-daily"
+WINDOW = Window(
+    start=datetime(2026, 12, 3, 5, 0, tzinfo=UTC),
+    end=datetime(2026, 12, 4, 5, 0, tzinfo=UTC),
+)
+
+
+def row(
+    observation_id: str,
+    trace_id: str,
+    start: str,
+    *,
+    output: Any = "A cheerful answer.",
+    updated: str | None = None,
+    input_raw: Any = None,
+    environment: str | None = "production",
+) -> dict[str, Any]:
+    """Return one observation row in the camelCase form the server sends."""
+    value: dict[str, Any] = {
+        "id": observation_id,
+        "traceId": trace_id,
+        "startTime": start,
+        "projectId": "project-1",
+        "type": "SPAN",
+        "isRootObservation": True,
+        "environment": environment,
+        "output": output,
+        "input": input_raw,
+    }
+    if updated is not None:
+        value["updatedAt"] = updated
+    return value
+
+
+def reply(rows: list[dict[str, Any]], cursor: str | None = None) -> ObservationsV2Response:
+    """Build a v2 observations reply; no cursor means the last page."""
+    meta = {} if cursor is None else {"cursor": cursor}
+    return parse_obj_as(ObservationsV2Response, {"data": rows, "meta": meta})
+
+
+class FakeObservations:
+    """Serve replies in order and record every request's arguments."""
+
+    def __init__(self, replies: list[ObservationsV2Response | Exception]) -> None:
+        self.replies = list(replies)
+        self.calls: list[dict[str, Any]] = []
+
+    def get_many(self, **kwargs: Any) -> ObservationsV2Response:
+        self.calls.append(kwargs)
+        next_reply = self.replies.pop(0)
+        if isinstance(next_reply, Exception):
+            raise next_reply
+        return next_reply
+
+
+class FakeApi:
+    def __init__(self, replies: list[ObservationsV2Response | Exception]) -> None:
+        self.observations = FakeObservations(replies)
+
+
+def conditions(call: dict[str, Any]) -> list[dict[str, Any]]:
+    return json.loads(call["filter"])
+
+
+def condition(call: dict[str, Any], column: str, operator: str) -> dict[str, Any]:
+    matches = [c for c in conditions(call) if c["column"] == column and c["operator"] == operator]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def walk(replies: list[ObservationsV2Response | Exception]) -> tuple[list[str], FakeApi]:
+    api = FakeApi(replies)
+    filter_json = build_filter(TAG, start_at_or_after=WINDOW.start, end_before=WINDOW.end)
+    ids = [o.id for o in iter_observations(api, filter_json=filter_json, fields=PLAN_FIELDS)]
+    return ids, api
+
+
+CURSOR_REPLIES = [
+    reply([row("o1", "t1", "2026-12-03T12:00:00Z")], cursor="c1"),
+    reply([], cursor="c2"),
+    reply([row("o2", "t2", "2026-12-03T11:00:00Z")], cursor="c3"),
+    reply([], cursor="c4"),
+    reply([row("o3", "t3", "2026-12-03T10:00:00Z")]),
+]
+
+
+def test_walk_reads_all_rows() -> None:
+    ids, _ = walk(CURSOR_REPLIES)
+    assert ids == ["o1", "o2", "o3"]
+
+
+def test_walk_passes_each_cursor() -> None:
+    _, api = walk(CURSOR_REPLIES)
+    assert [call["cursor"] for call in api.observations.calls] == [None, "c1", "c2", "c3", "c4"]
+
+
+def test_walk_stops_without_cursor() -> None:
+    _, api = walk([reply([row("o1", "t1", "2026-12-03T12:00:00Z")]), reply([])])
+    assert len(api.observations.calls) == 1
+
+
+def test_walk_empty_first_page() -> None:
+    ids, _ = walk([reply([], cursor="c1"), reply([row("o1", "t1", "2026-12-03T12:00:00Z")])])
+    assert ids == ["o1"]
+
+
+def test_walk_limit_at_most_max() -> None:
+    _, api = walk(CURSOR_REPLIES)
+    assert all(call["limit"] <= MAX_OBSERVATIONS_LIMIT for call in api.observations.calls)
+
+
+def test_walk_sets_read_timeout() -> None:
+    _, api = walk([reply([])])
+    assert api.observations.calls[0]["request_options"]["timeout_in_seconds"] >= 45
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [pytest.param(0, id="zero"), pytest.param(MAX_OBSERVATIONS_LIMIT + 1, id="too-big")],
+)
+def test_invalid_limit_rejected(limit: int) -> None:
+    api = FakeApi([])
+    walker = iter_observations(api, filter_json="[]", fields=PLAN_FIELDS, limit=limit)
+    with pytest.raises(ConfigurationError, match="page limit"):
+        next(walker)
+
+
+def test_filter_needs_one_end() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        build_filter(TAG, start_at_or_after=WINDOW.start)
+
+
+PLAN_REPLIES = [
+    reply(
+        [
+            row("o3", "t3", "2026-12-04T04:59:59.999999Z"),
+            row("o2b", "t2", "2026-12-03T20:00:00Z"),
+        ],
+        cursor="c1",
+    ),
+    reply([], cursor="c2"),
+    reply([row("o2a", "t2", "2026-12-03T19:00:00Z"), row("o1", "t1", "2026-12-03T05:00:00Z")]),
+]
+
+
+def plan_call() -> tuple[list[tuple[str, datetime]], dict[str, Any]]:
+    api = FakeApi(list(PLAN_REPLIES))
+    traces = list_window_traces(api, tag=TAG, window=WINDOW)
+    return traces, api.observations.calls[0]
+
+
+def test_plan_lists_newest_first() -> None:
+    traces, _ = plan_call()
+    assert [trace_id for trace_id, _ in traces] == ["t3", "t2", "t1"]
+
+
+def test_plan_keeps_newest_root_start() -> None:
+    traces, _ = plan_call()
+    assert dict(traces)["t2"] == datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
+
+
+def test_plan_reads_core_fields() -> None:
+    _, call = plan_call()
+    assert call["fields"] == "core"
+
+
+def test_plan_filter_tag_all_of() -> None:
+    _, call = plan_call()
+    assert condition(call, "traceTags", "all of")["value"] == [TAG]
+
+
+def test_plan_filter_tag_type() -> None:
+    _, call = plan_call()
+    assert condition(call, "traceTags", "all of")["type"] == "arrayOptions"
+
+
+def test_plan_filter_root_only() -> None:
+    _, call = plan_call()
+    assert condition(call, "isRootObservation", "=")["value"] is True
+
+
+def test_plan_filter_start_inclusive() -> None:
+    _, call = plan_call()
+    assert condition(call, "startTime", ">=")["value"] == "2026-12-03T05:00:00.000000Z"
+
+
+def test_plan_filter_end_exclusive() -> None:
+    _, call = plan_call()
+    assert condition(call, "startTime", "<")["value"] == "2026-12-04T05:00:00.000000Z"
+
+
+def test_plan_filter_has_no_inclusive_end() -> None:
+    _, call = plan_call()
+    assert not [c for c in conditions(call) if c["operator"] == "<="]
+
+
+def test_plan_puts_all_in_filter() -> None:
+    _, call = plan_call()
+    assert not {"from_start_time", "to_start_time", "tags"} & set(call)
+
+
+PAGE = PageSpec(
+    index=2,
+    newest_start="2026-12-03T12:00:00.000500Z",
+    oldest_start="2026-12-03T10:00:00.000250Z",
+    trace_ids=["t-dup", "t-roots", "t-missing", "t-empty", "t-none", "t-chat"],
+)
+
+FETCH_ROWS = [
+    row(
+        "o-dup",
+        "t-dup",
+        "2026-12-03T12:00:00.0005Z",
+        output="Old text.",
+        updated="2026-12-03T12:00:01Z",
+    ),
+    row("o-foreign", "t-foreign", "2026-12-03T11:30:00Z", output="Not this page's trace."),
+    row(
+        "o-dup",
+        "t-dup",
+        "2026-12-03T12:00:00.0005Z",
+        output="New text.",
+        updated="2026-12-03T12:00:09Z",
+        input_raw=json.dumps({"args": ["Dup question"], "kwargs": {}}),
+    ),
+    row(
+        "o-root-a",
+        "t-roots",
+        "2026-12-03T11:00:00Z",
+        output=None,
+        updated="2026-12-03T11:00:30Z",
+    ),
+    row(
+        "o-root-b",
+        "t-roots",
+        "2026-12-03T10:59:00Z",
+        output="Root with output.",
+        updated="2026-12-03T11:00:05Z",
+    ),
+    row("o-empty", "t-empty", "2026-12-03T10:30:00Z", output=""),
+    row("o-none", "t-none", "2026-12-03T10:20:00Z", output=None),
+    row(
+        "o-chat",
+        "t-chat",
+        "2026-12-03T10:00:00.00025Z",
+        output=json.dumps([{"role": "assistant", "content": " Chat reply. "}]),
+        environment=None,
+    ),
+]
+
+
+def fetch_call(rows: list[dict[str, Any]] | None = None) -> tuple[Any, dict[str, Any]]:
+    data = FETCH_ROWS if rows is None else rows
+    api = FakeApi([reply(data[:3], cursor="c1"), reply([], cursor="c2"), reply(data[3:])])
+    fetched = fetch_page(api, tag=TAG, window=WINDOW, page=PAGE)
+    return fetched, api.observations.calls[0]
+
+
+def items_by_trace() -> dict[str, Any]:
+    fetched, _ = fetch_call()
+    return {item.trace_id: item for item in fetched.items}
+
+
+def test_fetch_reads_io_fields() -> None:
+    _, call = fetch_call()
+    assert "io" in call["fields"].split(",")
+
+
+def test_fetch_uses_fetch_fields() -> None:
+    _, call = fetch_call()
+    assert call["fields"] == FETCH_FIELDS
+
+
+def test_fetch_filter_tag_all_of() -> None:
+    _, call = fetch_call()
+    assert condition(call, "traceTags", "all of")["value"] == [TAG]
+
+
+def test_fetch_filter_root_only() -> None:
+    _, call = fetch_call()
+    assert condition(call, "isRootObservation", "=")["value"] is True
+
+
+def test_fetch_filter_oldest_inclusive() -> None:
+    _, call = fetch_call()
+    assert condition(call, "startTime", ">=")["value"] == "2026-12-03T10:00:00.000250Z"
+
+
+def test_fetch_filter_newest_inclusive() -> None:
+    _, call = fetch_call()
+    assert condition(call, "startTime", "<=")["value"] == "2026-12-03T12:00:00.000500Z"
+
+
+def test_fetch_limit_at_most_max() -> None:
+    _, call = fetch_call()
+    assert call["limit"] <= MAX_OBSERVATIONS_LIMIT
+
+
+def test_fetch_follows_cursor() -> None:
+    api = FakeApi([reply(FETCH_ROWS[:3], cursor="c1"), reply([], cursor="c2"), reply([])])
+    fetch_page(api, tag=TAG, window=WINDOW, page=PAGE)
+    assert [call["cursor"] for call in api.observations.calls] == [None, "c1", "c2"]
+
+
+def test_fetch_items_in_page_order() -> None:
+    fetched, _ = fetch_call()
+    assert [item.trace_id for item in fetched.items] == ["t-dup", "t-roots", "t-chat"]
+
+
+def test_duplicate_keeps_newest_update() -> None:
+    assert items_by_trace()["t-dup"].output_text == "New text."
+
+
+def test_duplicate_input_from_newest() -> None:
+    assert items_by_trace()["t-dup"].input_text == "Dup question"
+
+
+def test_root_with_output_wins() -> None:
+    assert items_by_trace()["t-roots"].observation_id == "o-root-b"
+
+
+def test_chat_output_extracted() -> None:
+    assert items_by_trace()["t-chat"].output_text == "Chat reply."
+
+
+def test_item_keeps_environment() -> None:
+    assert items_by_trace()["t-dup"].environment == "production"
+
+
+def test_item_start_time_utc() -> None:
+    assert items_by_trace()["t-roots"].start_time == "2026-12-03T10:59:00.000Z"
+
+
+def test_foreign_trace_dropped() -> None:
+    fetched, _ = fetch_call()
+    everything = [item.trace_id for item in fetched.items] + [
+        trace_id for ids in fetched.skipped.values() for trace_id in ids
+    ]
+    assert "t-foreign" not in everything
+
+
+def test_skipped_reasons_by_trace() -> None:
+    fetched, _ = fetch_call()
+    assert fetched.skipped == {
+        "not_found": ["t-missing"],
+        "empty_output": ["t-empty"],
+        "missing_output": ["t-none"],
+    }
+
+
+def test_fetch_index_from_page() -> None:
+    fetched, _ = fetch_call()
+    assert fetched.index == 2
+
+
+def test_row_outside_window_dropped() -> None:
+    page = PageSpec(
+        index=0,
+        newest_start="2026-12-04T05:00:00.000000Z",
+        oldest_start="2026-12-04T05:00:00.000000Z",
+        trace_ids=["t-edge"],
+    )
+    api = FakeApi([reply([row("o-edge", "t-edge", "2026-12-04T05:00:00Z")])])
+    fetched = fetch_page(api, tag=TAG, window=WINDOW, page=page)
+    assert fetched.skipped == {"not_found": ["t-edge"]}
+
+
+def dedupe_input() -> list[Any]:
+    return reply(
+        [
+            row("o1", "t1", "2026-12-03T10:00:00Z", output="old", updated="2026-12-03T10:00:01Z"),
+            row("o1", "t1", "2026-12-03T10:00:00Z", output="new", updated="2026-12-03T10:00:02Z"),
+            row("o1", "t1", "2026-12-03T10:00:00Z", output="older", updated="2026-12-03T10:00:00Z"),
+            row("o2", "t2", "2026-12-03T09:00:00Z", output="", updated="2026-12-03T09:30:00Z"),
+            row("o3", "t2", "2026-12-03T08:00:00Z", output="kept", updated="2026-12-03T08:00:00Z"),
+            row("o4", "t3", "2026-12-03T07:00:00Z", output="a", updated="2026-12-03T07:00:00Z"),
+            row("o5", "t3", "2026-12-03T07:00:00Z", output="b", updated="2026-12-03T07:00:05Z"),
+        ]
+    ).data
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "observation_id", "output"),
+    [
+        pytest.param("t1", "o1", "new", id="duplicate-rows-newest-update"),
+        pytest.param("t2", "o3", "kept", id="sibling-with-output-wins"),
+        pytest.param("t3", "o5", "b", id="siblings-newest-update-wins"),
+    ],
+)
+def test_dedupe_picks_root(trace_id: str, observation_id: str, output: str) -> None:
+    kept = dedupe_roots(dedupe_input())[trace_id]
+    assert (kept.id, kept.output) == (observation_id, output)
+
+
+def test_dedupe_first_seen_order() -> None:
+    assert list(dedupe_roots(dedupe_input())) == ["t1", "t2", "t3"]
+
+
+def raising(error: Exception) -> Any:
+    def operation(**_: Any) -> Any:
+        raise error
+
+    return operation
+
+
+@pytest.mark.parametrize(
+    "status",
+    [pytest.param(401, id="unauthorized"), pytest.param(403, id="forbidden")],
+)
+def test_auth_error_names_connection(status: int) -> None:
+    with pytest.raises(AuthenticationError, match=r"HTTP \d+.*of the Langfuse connection"):
+        call_langfuse(raising(ApiError(status_code=status, body={})), what="read observations")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [pytest.param(400, id="bad-request"), pytest.param(404, id="not-found")],
+)
+def test_bad_request_is_configuration(status: int) -> None:
+    error = ApiError(status_code=status, body={"message": "bad filter"})
+    with pytest.raises(ConfigurationError, match="bad filter"):
+        call_langfuse(raising(error), what="read observations")
+
+
+def test_server_error_reraised_unchanged() -> None:
+    error = ApiError(status_code=500, body="boom")
+    with pytest.raises(ApiError) as caught:
+        call_langfuse(raising(error), what="read observations")
+    assert caught.value is error
+
+
+def test_walk_propagates_auth_error() -> None:
+    with pytest.raises(AuthenticationError, match="Langfuse connection"):
+        walk([ApiError(status_code=401, body={})])
+
+
+def test_call_passes_arguments() -> None:
+    assert call_langfuse(lambda **kwargs: kwargs, what="echo", a=1) == {"a": 1}
+
+
+HOST = "http://127.0.0.1:3000"
+
+
+def langfuse_settings(**overrides: Any) -> LangfuseSettings:
+    values = {"host": HOST, "public_key": "public-id", "secret_key": secrets.token_hex(12)}
+    values.update(overrides)
+    return LangfuseSettings(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        pytest.param({"host": "127.0.0.1:3000"}, "host .* is invalid", id="host-without-scheme"),
+        pytest.param({"host": "ftp://127.0.0.1"}, "host .* is invalid", id="host-other-scheme"),
+        pytest.param({"public_key": ""}, "keys are missing", id="empty-public-key"),
+        pytest.param({"secret_key": ""}, "keys are missing", id="empty-secret-key"),
+    ],
+)
+def test_langfuse_settings_rejected(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        langfuse_settings(**overrides)
+
+
+def test_langfuse_repr_hides_secret() -> None:
+    secret = secrets.token_hex(12)
+    assert secret not in repr(langfuse_settings(secret_key=secret))
+
+
+def judge_settings(**overrides: Any) -> JudgeSettings:
+    values: dict[str, Any] = {"api_key": secrets.token_hex(12)}
+    values.update(overrides)
+    return JudgeSettings(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        pytest.param({"api_key": ""}, "API key is missing", id="empty-api-key"),
+        pytest.param({"model": ""}, "model is empty", id="empty-model"),
+        pytest.param({"base_url": "127.0.0.1:8000/v1"}, "base URL", id="base-url-no-scheme"),
+        pytest.param({"base_url": ""}, "base URL", id="base-url-empty"),
+    ],
+)
+def test_judge_settings_rejected(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        judge_settings(**overrides)
+
+
+def test_judge_default_base_url() -> None:
+    assert judge_settings().base_url is None
+
+
+def test_judge_repr_hides_key() -> None:
+    key = secrets.token_hex(12)
+    assert key not in repr(judge_settings(api_key=key))
