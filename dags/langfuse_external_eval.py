@@ -140,8 +140,13 @@ def resolve_run_window(context: dict[str, Any]) -> Window:
     interval_start = context.get("data_interval_start")
     interval_end = context.get("data_interval_end")
     if interval_start is None or interval_end is None:
+        # The task's DAG carries the SDK timetable, which only describes the schedule; the
+        # core timetable computes windows, the same conversion that DAG.test() makes.
+        from airflow.serialization.encoders import coerce_to_core_timetable
+
         dag_run = context["dag_run"]
-        interval = context["dag"].timetable.infer_manual_data_interval(run_after=dag_run.run_after)
+        timetable = coerce_to_core_timetable(context["dag"].timetable)
+        interval = timetable.infer_manual_data_interval(run_after=dag_run.run_after)
         interval_start, interval_end = interval.start, interval.end
         log.info("Run %s has no logical date; using the last complete window", dag_run.run_id)
     if interval_start >= interval_end:

@@ -33,6 +33,8 @@ def decode_raw(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     stripped = raw.strip()
+    if stripped == "null":
+        return None
     if not stripped or stripped[0] not in '{["':
         return raw
     try:
@@ -104,13 +106,18 @@ def extract_input(raw: Any) -> str | None:
     if isinstance(decoded, dict) and set(decoded) <= {"args", "kwargs"} and decoded:
         candidates = list(decoded.get("args") or []) + list((decoded.get("kwargs") or {}).values())
         for candidate in candidates:
-            text = _text_from(candidate)
+            text = _input_text_from(candidate)
             if text:
-                return text.strip()
+                return text
         return None
-    if isinstance(decoded, list) and any(_is_chat_message(item) for item in decoded):
-        users = [item for item in decoded if _is_chat_message(item) and item["role"] == "user"]
+    return _input_text_from(decoded)
+
+
+def _input_text_from(value: Any) -> str | None:
+    """Return the text of a decoded input: the last user message of a chat list, else text."""
+    if isinstance(value, list) and any(_is_chat_message(item) for item in value):
+        users = [item for item in value if _is_chat_message(item) and item["role"] == "user"]
         if users:
-            return _text_from(users[-1])
-    text = _text_from(decoded)
+            value = users[-1]
+    text = _text_from(value)
     return text.strip() if text else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -162,15 +163,28 @@ def dedupe_roots(observations: list[ObservationV2]) -> dict[str, ObservationV2]:
     return by_trace
 
 
-def list_window_traces(api: LangfuseAPI, *, tag: str, window: Window) -> list[tuple[str, datetime]]:
-    """List the ``(trace id, start time)`` of every tagged trace in the window, newest first.
+@dataclass(frozen=True)
+class TraceRef:
+    """A trace of the window and the start-time range of its root observations."""
+
+    trace_id: str
+    newest_start: datetime
+    oldest_start: datetime
+
+
+def list_window_traces(api: LangfuseAPI, *, tag: str, window: Window) -> list[TraceRef]:
+    """List every tagged trace in the window, newest first.
 
     This is the planning pass: it reads the core field group only, so it stays cheap on a
-    large day. A trace with several root rows appears once, at its newest start time.
+    large day. A trace with several root rows appears once, with the range of their start
+    times, so the page that owns it fetches all of them.
     """
     filter_json = build_filter(tag, start_at_or_after=window.start, end_before=window.end)
-    seen: dict[str, datetime] = {}
+    ranges: dict[str, list[datetime]] = {}
     for observation in iter_observations(api, filter_json=filter_json, fields=PLAN_FIELDS):
-        if observation.trace_id and observation.trace_id not in seen:
-            seen[observation.trace_id] = observation.start_time
-    return list(seen.items())
+        if not observation.trace_id:
+            continue
+        bounds = ranges.setdefault(observation.trace_id, [observation.start_time] * 2)
+        bounds[0] = max(bounds[0], observation.start_time)
+        bounds[1] = min(bounds[1], observation.start_time)
+    return [TraceRef(trace_id, newest, oldest) for trace_id, (newest, oldest) in ranges.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from include.langfuse_eval.errors import ConfigurationError
 from include.langfuse_eval.extraction import SkipReason, extract_input, extract_output
 from include.langfuse_eval.observations import (
     FETCH_FIELDS,
+    TraceRef,
     build_filter,
     dedupe_roots,
     iter_observations,
@@ -78,8 +80,15 @@ def effective_page_size(trace_count: int, page_size: int, max_pages: int = MAX_P
     return max(page_size, math.ceil(trace_count / max_pages))
 
 
+def _as_ref(trace: TraceRef | tuple[str, datetime]) -> TraceRef:
+    if isinstance(trace, TraceRef):
+        return trace
+    trace_id, start = trace
+    return TraceRef(trace_id=trace_id, newest_start=start, oldest_start=start)
+
+
 def plan_pages(
-    traces: list[tuple[str, datetime]],
+    traces: Sequence[TraceRef | tuple[str, datetime]],
     *,
     page_size: int,
     max_traces: int | None,
@@ -88,7 +97,8 @@ def plan_pages(
     """Split ``(trace id, start time)`` pairs, newest first, into pages.
 
     Args:
-        traces: The window's traces in the order the API returned them, newest first.
+        traces: The window's traces in the order the API returned them, newest first, as
+            :class:`TraceRef` or ``(trace id, start time)`` pairs.
         page_size: Requested traces per page; grown when the window would need more pages
             than ``max_pages``.
         max_traces: Cap on traces per run, applied to the newest traces first; None for all.
@@ -98,18 +108,18 @@ def plan_pages(
         raise ConfigurationError(
             f"Maximum traces per run {max_traces} is invalid: use a positive number or null."
         )
-    planned = traces if max_traces is None else traces[:max_traces]
+    refs = [_as_ref(trace) for trace in traces]
+    planned = refs if max_traces is None else refs[:max_traces]
     size = effective_page_size(len(planned), page_size, max_pages)
     pages = []
     for index, offset in enumerate(range(0, len(planned), size)):
         chunk = planned[offset : offset + size]
-        starts = [start for _, start in chunk]
         pages.append(
             PageSpec(
                 index=index,
-                newest_start=isoformat_utc(max(starts), "microseconds"),
-                oldest_start=isoformat_utc(min(starts), "microseconds"),
-                trace_ids=[trace_id for trace_id, _ in chunk],
+                newest_start=isoformat_utc(max(ref.newest_start for ref in chunk), "microseconds"),
+                oldest_start=isoformat_utc(min(ref.oldest_start for ref in chunk), "microseconds"),
+                trace_ids=[ref.trace_id for ref in chunk],
             )
         )
     return Plan(pages=pages, traces_found=len(traces), traces_planned=len(planned), page_size=size)

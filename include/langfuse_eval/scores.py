@@ -115,7 +115,7 @@ def build_score_requests(
                 value=verdict.value,
                 data_type=DATA_TYPES[verdict.name],
                 comment=comment,
-                metadata={**context.metadata(), **verdict.metadata},
+                metadata={**verdict.metadata, **context.metadata()},
                 environment=item.environment or None,
                 timestamp=parse_timestamp(item.start_time),
             )

@@ -62,7 +62,7 @@ RESPONSE_FORMAT: dict[str, Any] = {
     },
 }
 
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 
 
 @cache
@@ -73,10 +73,14 @@ def system_prompt() -> str:
 
 
 def build_messages(text: str) -> list[dict[str, str]]:
-    """Build the chat messages that classify one output, delimited as data."""
+    """Build the chat messages that classify one output, delimited as data.
+
+    A closing tag inside the text is broken up so the text cannot end the data block early.
+    """
+    escaped = re.sub(r"</\s*output\s*>", "</ output>", text, flags=re.IGNORECASE)
     return [
         {"role": "system", "content": system_prompt()},
-        {"role": "user", "content": f"<output>\n{text}\n</output>"},
+        {"role": "user", "content": f"<output>\n{escaped}\n</output>"},
     ]
 
 

@@ -36,7 +36,10 @@ class Window:
 
     def to_dict(self) -> dict[str, str]:
         """Serialize to ISO 8601 strings, the form that travels through XCom."""
-        return {"start": isoformat_utc(self.start), "end": isoformat_utc(self.end)}
+        return {
+            "start": isoformat_utc(self.start, "microseconds"),
+            "end": isoformat_utc(self.end, "microseconds"),
+        }
 
     @classmethod
     def from_dict(cls, value: dict[str, str]) -> Window:

@@ -6,6 +6,7 @@ over HTTP, and the checks read the scores back through the v3 scores API.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -36,9 +37,12 @@ def window_end_after(moment: datetime) -> datetime:
     return end if end > moment else end + timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dag(airflow_db: Path, local_stack: Any) -> Any:
-    """Parse the DAG with the real DagBag, with connections pointing at the local stack."""
+    """Parse the DAG with the real DagBag, with connections pointing at the local stack.
+
+    Each test parses anew because ``dag.test()`` writes the run conf into ``dag.params``.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
     with pytest.MonkeyPatch.context() as patch:
@@ -77,12 +81,21 @@ def seeded(local_stack: Any) -> dict[str, Any]:
     return {"trace_ids": trace_ids, "records": records, "seeded_at": datetime.now(UTC)}
 
 
+_run_counter = itertools.count(1)
+
+
 def run_dag(dag: Any, local_stack: Any, conf: dict[str, Any], run_after: datetime) -> Any:
-    """Run the DAG once with ``dag.test()`` and return the DagRun."""
+    """Run the DAG once with ``dag.test()`` and return the DagRun.
+
+    ``dag.test()`` reuses an existing run, conf included, when the logical date repeats, so
+    each call moves the logical date a few seconds past ``run_after``. A manual run's window
+    is the last complete one before its logical date, so the window stays the same.
+    """
+    logical_date = run_after + timedelta(seconds=next(_run_counter))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in local_stack.connection_env().items():
             patch.setenv(name, value)
-        return dag.test(run_after=run_after, logical_date=run_after, run_conf=conf)
+        return dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf)
 
 
 def scores_by_trace(api: LangfuseAPI, trace_ids: list[str]) -> dict[str, Counter[str]]:
@@ -196,3 +209,44 @@ def seed_untagged_trace(local_stack: Any, tag: str) -> str:
     finally:
         client.shutdown()
     return trace_id
+
+
+def test_run_without_logical_date(dag, local_stack, api, seeded):
+    trace_ids = seeded["trace_ids"]
+    before = scores_by_trace(api, trace_ids)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in local_stack.connection_env().items():
+            patch.setenv(name, value)
+        dag_run = dag.test(
+            run_after=window_end_after(seeded["seeded_at"]) + timedelta(minutes=5),
+            logical_date=None,
+            run_conf={"max_traces": None},
+        )
+
+    assert dag_run.state == "success"
+    assert dag_run.logical_date is None
+    assert scores_by_trace(api, trace_ids) == before
+
+
+def test_failed_page_fails_run(dag, local_stack, seeded):
+    start = seeded["seeded_at"] - timedelta(minutes=5)
+    tag = "rejected-writes"
+    seed_untagged_trace(local_stack, tag)
+    conf = {
+        "tag": tag,
+        "window_start": start.isoformat(),
+        "window_end": (start + timedelta(hours=1)).isoformat(),
+    }
+    rule = {"method": "POST", "path_prefix": "/api/public/scores", "status": 401, "times": None}
+    faults_url = f"{local_stack.langfuse.base_url}/_stack/faults"
+    httpx.post(faults_url, json={"rules": [rule]}, timeout=10).raise_for_status()
+    try:
+        dag_run = run_dag(dag, local_stack, conf, window_end_after(seeded["seeded_at"]))
+    finally:
+        httpx.delete(faults_url, timeout=10).raise_for_status()
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["evaluate_page.push_scores"] == "failed"
+    assert states["summarize_run"] == "failed"

@@ -88,11 +88,6 @@ def test_extract_output_cases(raw: Any, expected: tuple[str | None, SkipReason |
     assert extract_output(raw) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='decode_raw only decodes text starting with { [ or ", so JSON null stays the text'
-    " 'null' and the MISSING_OUTPUT branch for a decoded None is unreachable",
-)
 def test_json_null_is_missing() -> None:
     assert extract_output("null") == (None, SkipReason.MISSING_OUTPUT)
 
@@ -137,11 +132,6 @@ def test_extract_input_cases(raw: Any, expected: str | None) -> None:
     assert extract_input(raw) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a chat list passed as an @observe() argument goes through the output rule and"
-    " yields the last assistant message instead of the last user message",
-)
 def test_observe_chat_arg_user() -> None:
     messages = [
         {"role": "user", "content": "First question"},
@@ -152,11 +142,6 @@ def test_observe_chat_arg_user() -> None:
     assert extract_input(raw) == "Follow-up question"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chat-list branch of extract_input returns the user text without strip(),"
-    " unlike every other branch",
-)
 def test_chat_user_text_stripped() -> None:
     raw = json.dumps([{"role": "user", "content": "  Padded question \n"}])
     assert extract_input(raw) == "Padded question"

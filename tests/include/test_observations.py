@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.pydantic_utilities import parse_obj_as
+from langfuse.api.observations.types.observations_v2meta import ObservationsV2Meta
 from langfuse.api.observations.types.observations_v2response import ObservationsV2Response
 
 from include.langfuse_eval.errors import AuthenticationError, ConfigurationError
@@ -21,15 +22,16 @@ from include.langfuse_eval.observations import (
     FETCH_FIELDS,
     MAX_OBSERVATIONS_LIMIT,
     PLAN_FIELDS,
+    TraceRef,
     build_filter,
     call_langfuse,
     dedupe_roots,
     iter_observations,
     list_window_traces,
 )
-from include.langfuse_eval.planning import PageSpec, fetch_page
+from include.langfuse_eval.planning import PageSpec, fetch_page, plan_pages
 from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
-from include.langfuse_eval.window import Window
+from include.langfuse_eval.window import Window, parse_timestamp
 
 TAG = "eval-daily"
 WINDOW = Window(
@@ -66,7 +68,7 @@ def row(
 
 
 def reply(rows: list[dict[str, Any]], cursor: str | None = None) -> ObservationsV2Response:
-    """Build a v2 observations reply; no cursor means the last page."""
+    """Build a v2 observations reply. A reply without a cursor is the last page."""
     meta = {} if cursor is None else {"cursor": cursor}
     return parse_obj_as(ObservationsV2Response, {"data": rows, "meta": meta})
 
@@ -143,6 +145,7 @@ def test_walk_limit_at_most_max() -> None:
 
 
 def test_walk_sets_read_timeout() -> None:
+    # A v2 observations query may scan for up to 45 s on the server (see settings.py).
     _, api = walk([reply([])])
     assert api.observations.calls[0]["request_options"]["timeout_in_seconds"] >= 45
 
@@ -176,7 +179,7 @@ PLAN_REPLIES = [
 ]
 
 
-def plan_call() -> tuple[list[tuple[str, datetime]], dict[str, Any]]:
+def plan_call() -> tuple[list[TraceRef], dict[str, Any]]:
     api = FakeApi(list(PLAN_REPLIES))
     traces = list_window_traces(api, tag=TAG, window=WINDOW)
     return traces, api.observations.calls[0]
@@ -184,12 +187,14 @@ def plan_call() -> tuple[list[tuple[str, datetime]], dict[str, Any]]:
 
 def test_plan_lists_newest_first() -> None:
     traces, _ = plan_call()
-    assert [trace_id for trace_id, _ in traces] == ["t3", "t2", "t1"]
+    assert [ref.trace_id for ref in traces] == ["t3", "t2", "t1"]
 
 
-def test_plan_keeps_newest_root_start() -> None:
+def test_plan_keeps_root_start_range() -> None:
     traces, _ = plan_call()
-    assert dict(traces)["t2"] == datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
+    refs = {ref.trace_id: ref for ref in traces}
+    assert refs["t2"].newest_start == datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
+    assert refs["t2"].oldest_start == datetime(2026, 12, 3, 19, 0, tzinfo=UTC)
 
 
 def test_plan_reads_core_fields() -> None:
@@ -398,6 +403,55 @@ def test_row_outside_window_dropped() -> None:
     assert fetched.skipped == {"not_found": ["t-edge"]}
 
 
+class FilteringObservations:
+    """Apply the startTime conditions of the filter to a fixed set of rows, newest first."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = reply(rows).data
+
+    def get_many(self, **kwargs: Any) -> ObservationsV2Response:
+        checks = {
+            ">=": lambda moment, bound: moment >= bound,
+            "<": lambda moment, bound: moment < bound,
+            "<=": lambda moment, bound: moment <= bound,
+        }
+        matching = list(self.rows)
+        for c in json.loads(kwargs["filter"]):
+            if c["column"] == "startTime":
+                bound = parse_timestamp(c["value"])
+                matching = [o for o in matching if checks[c["operator"]](o.start_time, bound)]
+        matching.sort(key=lambda o: o.start_time, reverse=True)
+        return ObservationsV2Response(data=matching, meta=ObservationsV2Meta())
+
+
+class FilteringApi:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.observations = FilteringObservations(rows)
+
+
+SIBLING_ROWS = [
+    row("o-late", "t-siblings", "2026-12-03T12:00:00Z", output=None),
+    row("o-other", "t-other", "2026-12-03T10:00:00Z", output="Other answer."),
+    row("o-early", "t-siblings", "2026-12-03T08:00:00Z", output="Sibling answer."),
+]
+
+
+def test_filtering_fake_applies_range() -> None:
+    api = FilteringApi(SIBLING_ROWS)
+    assert [ref.trace_id for ref in list_window_traces(api, tag=TAG, window=WINDOW)] == [
+        "t-siblings",
+        "t-other",
+    ]
+
+
+def test_sibling_root_output_found() -> None:
+    api = FilteringApi(SIBLING_ROWS)
+    refs = list_window_traces(api, tag=TAG, window=WINDOW)
+    first_page = plan_pages(refs, page_size=1, max_traces=None).pages[0]
+    fetched = fetch_page(api, tag=TAG, window=WINDOW, page=first_page)
+    assert [item.output_text for item in fetched.items] == ["Sibling answer."]
+
+
 def dedupe_input() -> list[Any]:
     return reply(
         [
@@ -421,8 +475,9 @@ def dedupe_input() -> list[Any]:
     ],
 )
 def test_dedupe_picks_root(trace_id: str, observation_id: str, output: str) -> None:
-    kept = dedupe_roots(dedupe_input())[trace_id]
-    assert (kept.id, kept.output) == (observation_id, output)
+    root = dedupe_roots(dedupe_input())[trace_id]
+    assert root.id == observation_id
+    assert root.output == output
 
 
 def test_dedupe_first_seen_order() -> None:

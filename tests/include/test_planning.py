@@ -67,7 +67,8 @@ def test_max_traces_cap(max_traces: int | None, expected_ids: list[str]) -> None
 
 def test_plan_counts_found_and_planned() -> None:
     plan = plan_pages(newest_first(8), page_size=2, max_traces=3)
-    assert (plan.traces_found, plan.traces_planned) == (8, 3)
+    assert plan.traces_found == 8
+    assert plan.traces_planned == 3
 
 
 @pytest.mark.parametrize(
@@ -106,16 +107,14 @@ def test_page_bounds_bracket_starts() -> None:
     plan = plan_pages(refs, page_size=7, max_traces=None)
     for page in plan.pages:
         own = [starts[trace_id] for trace_id in page.trace_ids]
-        bounds = (parse_timestamp(page.newest_start), parse_timestamp(page.oldest_start))
-        assert bounds == (max(own), min(own)), page.index
+        assert parse_timestamp(page.newest_start) == max(own), page.index
+        assert parse_timestamp(page.oldest_start) == min(own), page.index
 
 
 def test_page_bounds_keep_microseconds() -> None:
-    plan = plan_pages(newest_first(2), page_size=10, max_traces=None)
-    assert (plan.pages[0].newest_start, plan.pages[0].oldest_start) == (
-        "2026-12-03T23:59:59.999999Z",
-        "2026-12-03T23:59:59.999992Z",
-    )
+    page = plan_pages(newest_first(2), page_size=10, max_traces=None).pages[0]
+    assert page.newest_start == "2026-12-03T23:59:59.999999Z"
+    assert page.oldest_start == "2026-12-03T23:59:59.999992Z"
 
 
 def test_unordered_starts_still_bracketed() -> None:
@@ -125,10 +124,8 @@ def test_unordered_starts_still_bracketed() -> None:
         ("c", NEWEST - timedelta(hours=1)),
     ]
     page = plan_pages(refs, page_size=10, max_traces=None).pages[0]
-    assert (page.newest_start, page.oldest_start) == (
-        "2026-12-03T23:59:59.999999Z",
-        "2026-12-03T21:59:59.999999Z",
-    )
+    assert page.newest_start == "2026-12-03T23:59:59.999999Z"
+    assert page.oldest_start == "2026-12-03T21:59:59.999999Z"
 
 
 @pytest.mark.parametrize(
@@ -148,7 +145,9 @@ def test_invalid_plan_settings(page_size: int, max_traces: int | None, match: st
 
 def test_empty_input_zero_pages() -> None:
     plan = plan_pages([], page_size=10, max_traces=None)
-    assert (plan.pages, plan.traces_found, plan.traces_planned) == ([], 0, 0)
+    assert plan.pages == []
+    assert plan.traces_found == 0
+    assert plan.traces_planned == 0
 
 
 def test_page_size_checked_when_empty() -> None:
