@@ -84,7 +84,7 @@ PARAMS = {
         50,
         type=["null", "integer"],
         minimum=1,
-        description="Most traces to evaluate per run, newest first; null evaluates all.",
+        description="Maximum traces to evaluate per run, newest first; null evaluates all.",
     ),
     "evaluators": Param(
         list(EVALUATORS),

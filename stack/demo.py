@@ -2,7 +2,7 @@
 
 The demo starts the local Langfuse-compatible server and the offline judge on free ports with
 fresh random keys, seeds a JSON Lines file of ``{"input", "output"}`` records as tagged traces
-through the Langfuse SDK, and runs ``airflow dags test`` for the window that holds them: the run
+through the Langfuse SDK, and runs ``airflow dags test`` for the window that contains them: the run
 that the next 05:00 would make. It then reads the scores back through the SDK, prints one row
 per trace and the run summary, and writes the summary to ``.demo/summary.json``.
 

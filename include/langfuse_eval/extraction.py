@@ -20,7 +20,7 @@ MAX_NESTING = 8
 
 
 class SkipReason(str, Enum):
-    """Why a trace is not sent to the judges."""
+    """Reason for not sending a trace to the judges."""
 
     MISSING_OUTPUT = "missing_output"
     EMPTY_OUTPUT = "empty_output"
@@ -53,7 +53,7 @@ def _text_from_parts(parts: list[Any], depth: int) -> str | None:
 
 
 def _text_from(value: Any, depth: int = 0) -> str | None:
-    """Return the text of a decoded value, or None when it holds no text."""
+    """Return the text of a decoded value, or None when it contains no text."""
     if depth > MAX_NESTING:
         return None
     if isinstance(value, str):
@@ -97,7 +97,7 @@ def extract_output(raw: Any) -> tuple[str | None, SkipReason | None]:
 
 
 def extract_input(raw: Any) -> str | None:
-    """Extract the input text of a trace, or None when it holds no text.
+    """Extract the input text of a trace, or None when it contains no text.
 
     An ``@observe()`` input ``{"args": [...], "kwargs": {...}}`` yields the text of its first
     argument that has one, then of its keyword arguments.

@@ -1,7 +1,7 @@
 """Split a window's traces into pages, and fetch the traces that one page owns.
 
 The planning pass lists trace ids only. Each page then owns an explicit list of trace ids and
-records the start-time range that holds them, so its fetch reads just that range and keeps just
+records the start-time range that contains them, so its fetch reads just that range and keeps just
 its own traces. Every trace belongs to exactly one page, whatever page sizes the server returns.
 """
 
@@ -30,14 +30,14 @@ from include.langfuse_eval.window import Window, isoformat_utc, parse_timestamp
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 512
-"""Most pages per run. Airflow fails a task that maps over more than 1024 items."""
+"""Maximum pages per run. Airflow fails a task that maps over more than 1024 items."""
 
 MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
 class PageSpec:
-    """One page of a run: the trace ids it owns and the start-time range that holds them.
+    """One page of a run: the trace ids it owns and the start-time range that contains them.
 
     The fetch starts at ``newest_start`` and walks back to ``oldest_start``, both inclusive,
     because the API returns the newest observations first.
@@ -102,7 +102,7 @@ def plan_pages(
         page_size: Requested traces per page; grown when the window would need more pages
             than ``max_pages``.
         max_traces: Cap on traces per run, applied to the newest traces first; None for all.
-        max_pages: Most pages to create.
+        max_pages: Maximum number of pages.
     """
     if max_traces is not None and max_traces < 1:
         raise ConfigurationError(

@@ -43,7 +43,7 @@ def score_id(trace_id: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every score's metadata records about the run that wrote it."""
+    """Run facts that every score's metadata records."""
 
     evaluator_version: str
     judge_model: str

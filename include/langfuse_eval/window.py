@@ -67,5 +67,5 @@ def parse_timestamp(value: str) -> datetime:
 
 
 def isoformat_utc(value: datetime, timespec: str = "milliseconds") -> str:
-    """Format a datetime in UTC with a ``Z`` suffix, to milliseconds unless told otherwise."""
+    """Format a datetime in UTC with a ``Z`` suffix, to milliseconds by default."""
     return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
