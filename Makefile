@@ -17,6 +17,8 @@ export DEEPEVAL_FILE_SYSTEM := READ_ONLY
 
 JUDGE_POOL := langfuse_eval_judge
 JUDGE_POOL_SLOTS ?= 4
+LANGFUSE_POOL := langfuse_eval_api
+LANGFUSE_POOL_SLOTS ?= 8
 
 .PHONY: venv airflow-init demo test lint run clean
 
@@ -27,10 +29,11 @@ $(STAMP): requirements.txt constraints.txt
 
 venv: $(STAMP)
 
-# Metadata database and the pool that caps judge tasks across the deployment.
+# Metadata database and the pools that cap judge and Langfuse API tasks across the deployment.
 airflow-init: venv
 	$(BIN)/airflow db migrate > /dev/null
 	$(BIN)/airflow pools set $(JUDGE_POOL) $(JUDGE_POOL_SLOTS) "Judge tasks of langfuse_external_eval" > /dev/null
+	$(BIN)/airflow pools set $(LANGFUSE_POOL) $(LANGFUSE_POOL_SLOTS) "Langfuse API tasks of langfuse_external_eval" > /dev/null
 
 demo: airflow-init
 	$(BIN)/python -m stack.demo

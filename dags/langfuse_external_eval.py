@@ -42,8 +42,16 @@ from langfuse_eval_connections import judge_settings, langfuse_settings
 
 from include.langfuse_eval import EVALUATOR_VERSION
 from include.langfuse_eval.errors import PermanentError
-from include.langfuse_eval.pipeline import EVALUATORS, fetch, judge, plan_run, push, summarize
-from include.langfuse_eval.planning import MAX_PAGE_SIZE, FetchedPage, PageSpec
+from include.langfuse_eval.pipeline import (
+    EVALUATORS,
+    PageWork,
+    fetch,
+    judge,
+    plan_run,
+    push,
+    summarize,
+)
+from include.langfuse_eval.planning import MAX_PAGE_SIZE, PageSpec
 from include.langfuse_eval.scores import RunContext
 from include.langfuse_eval.verdicts import Verdict
 from include.langfuse_eval.window import Window, parse_timestamp
@@ -54,6 +62,7 @@ DAG_ID = "langfuse_external_eval"
 SCHEDULE_CRON = "0 5 * * *"
 TIMEZONE = os.environ.get("LANGFUSE_EVAL_TIMEZONE", "UTC")
 JUDGE_POOL = "langfuse_eval_judge"
+LANGFUSE_POOL = "langfuse_eval_api"
 DEFAULT_TAG = "ext_eval_pipelines"
 STATS_XCOM_KEY = "stats"
 
@@ -107,6 +116,25 @@ PARAMS = {
         description="Override of the window end, exclusive; needs window_start.",
     ),
     "dry_run": Param(False, type="boolean", description="Judge the traces but write no scores."),
+    "force": Param(
+        False,
+        type="boolean",
+        description="Judge every trace again, even those already scored by this evaluator version.",
+    ),
+    "lookback_hours": Param(
+        2,
+        type="number",
+        minimum=0,
+        maximum=168,
+        description="Hours to read before the window start, so late traces get scored once.",
+    ),
+    "max_judge_error_ratio": Param(
+        0.2,
+        type="number",
+        minimum=0,
+        maximum=1,
+        description="Fail the run when more than this share of judged traces got a judge error.",
+    ),
     "judge_concurrency": Param(
         8,
         type="integer",
@@ -120,6 +148,13 @@ PARAMS = {
 def _fail_permanently(error: PermanentError) -> AirflowFailException:
     """Turn a permanent error into a failure that Airflow does not retry."""
     return AirflowFailException(str(error))
+
+
+def read_window(window: dict[str, str], params: dict[str, Any]) -> Window:
+    """Widen the run's window backwards by the ``lookback_hours`` param for reading."""
+    run_window = Window.from_dict(window)
+    lookback = timedelta(hours=float(params["lookback_hours"]))
+    return Window(run_window.start - lookback, run_window.end)
 
 
 def resolve_run_window(context: dict[str, Any]) -> Window:
@@ -179,7 +214,7 @@ def langfuse_external_eval() -> None:
         log.info("Evaluating window %s", window.to_dict())
         return window.to_dict()
 
-    @task
+    @task(pool=LANGFUSE_POOL)
     def plan_pages(window: dict[str, str]) -> list[dict[str, Any]]:
         """List the window's traces and split them into pages; push the counts as ``stats``."""
         context = get_current_context()
@@ -188,7 +223,7 @@ def langfuse_external_eval() -> None:
             plan = plan_run(
                 langfuse_settings(),
                 tag=params["tag"],
-                window=Window.from_dict(window),
+                window=read_window(window, params),
                 page_size=params["page_size"],
                 max_traces=params["max_traces"],
             )
@@ -204,20 +239,23 @@ def langfuse_external_eval() -> None:
         return [page.to_dict() for page in plan.pages]
 
     # The texts of the traces travel to the judges through XCom but are kept out of the logs.
-    @task(show_return_value_in_logs=False)
+    @task(pool=LANGFUSE_POOL, show_return_value_in_logs=False)
     def fetch_page(page: dict[str, Any], window: dict[str, str]) -> dict[str, Any]:
         """Fetch the page's traces and extract the texts to judge."""
         params = get_current_context()["params"]
         try:
-            fetched = fetch(
+            work = fetch(
                 langfuse_settings(),
                 tag=params["tag"],
-                window=Window.from_dict(window),
+                window=read_window(window, params),
                 page=PageSpec.from_dict(page),
+                evaluators=params["evaluators"],
+                evaluator_version=EVALUATOR_VERSION,
+                force=params["force"],
             )
         except PermanentError as error:
             raise _fail_permanently(error) from error
-        return fetched.to_dict()
+        return work.to_dict()
 
     def run_judge(evaluator: str, fetched: dict[str, Any]) -> list[dict[str, Any]]:
         params = get_current_context()["params"]
@@ -228,7 +266,7 @@ def langfuse_external_eval() -> None:
             verdicts = judge(
                 evaluator,
                 judge_settings(),
-                FetchedPage.from_dict(fetched),
+                PageWork.from_dict(fetched),
                 max_concurrency=params["judge_concurrency"],
             )
         except PermanentError as error:
@@ -245,7 +283,7 @@ def langfuse_external_eval() -> None:
         """Score how engaging and fun each trace's output is."""
         return run_judge("joyfulness", fetched)
 
-    @task
+    @task(pool=LANGFUSE_POOL)
     def push_scores(
         page: dict[str, Any],
         fetched: dict[str, Any],
@@ -260,7 +298,7 @@ def langfuse_external_eval() -> None:
             judge_model = judge_settings().model
             report = push(
                 langfuse_settings(),
-                page=FetchedPage.from_dict(fetched),
+                work=PageWork.from_dict(fetched),
                 traces_owned=len(page["trace_ids"]),
                 verdicts=[Verdict.from_dict(verdict) for verdict in [*tone, *joyfulness]],
                 context=RunContext(
@@ -307,6 +345,13 @@ def langfuse_external_eval() -> None:
             raise AirflowException(
                 f"{len(missing)} of {stats['pages']} pages failed (page indexes {missing}); "
                 "their traces have no new scores. Clear the failed tasks to retry them."
+            )
+        max_ratio = get_current_context()["params"]["max_judge_error_ratio"]
+        if summary["judge_error_ratio"] > max_ratio:
+            raise AirflowException(
+                f"{summary['judge_error_ratio']:.1%} of judged traces got a judge error, above "
+                f"the max_judge_error_ratio of {max_ratio:.1%}: check the judge model and the "
+                "judge errors in the judge task logs."
             )
         return summary
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from include.langfuse_eval.observations import list_window_traces
 from include.langfuse_eval.planning import FetchedPage, PageSpec, Plan, fetch_page, plan_pages
+from include.langfuse_eval.rescoring import JudgingPlan, plan_judging, scored_versions
 from include.langfuse_eval.scores import RunContext, build_score_requests, write_scores
 from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
 from include.langfuse_eval.tone import SCORE_NAME as TONE
@@ -50,9 +51,54 @@ def plan_run(
     return plan
 
 
-def fetch(langfuse: LangfuseSettings, *, tag: str, window: Window, page: PageSpec) -> FetchedPage:
-    """Fetch one page's traces and extract the texts that the judges read."""
-    return fetch_page(langfuse.api(), tag=tag, window=window, page=page)
+@dataclass
+class PageWork:
+    """A fetched page and, per judge, the trace ids still to judge."""
+
+    page: FetchedPage
+    judging: JudgingPlan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize for XCom."""
+        return {"page": self.page.to_dict(), "judging": self.judging.to_dict()}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> PageWork:
+        """Parse the form written by :meth:`to_dict`."""
+        return cls(
+            page=FetchedPage.from_dict(value["page"]),
+            judging=JudgingPlan.from_dict(value["judging"]),
+        )
+
+
+def fetch(
+    langfuse: LangfuseSettings,
+    *,
+    tag: str,
+    window: Window,
+    page: PageSpec,
+    evaluators: list[str],
+    evaluator_version: str,
+    force: bool = False,
+) -> PageWork:
+    """Fetch one page's traces, extract the texts, and skip what is already scored.
+
+    The existing scores come from the v3 scores API, which can lag writes by minutes on
+    Langfuse Cloud. A trace judged again because of that lag gets the same score ids, so its
+    scores are replaced, not duplicated.
+    """
+    api = langfuse.api()
+    fetched = fetch_page(api, tag=tag, window=window, page=page)
+    trace_ids = [item.trace_id for item in fetched.items]
+    existing = {} if force or not trace_ids else scored_versions(api, trace_ids)
+    judging = plan_judging(
+        trace_ids,
+        evaluators=evaluators,
+        existing=existing,
+        evaluator_version=evaluator_version,
+        force=force,
+    )
+    return PageWork(page=fetched, judging=judging)
 
 
 async def _judge_async(
@@ -73,13 +119,20 @@ async def _judge_async(
 
 
 def judge(
-    evaluator: str, settings: JudgeSettings, page: FetchedPage, *, max_concurrency: int
+    evaluator: str, settings: JudgeSettings, work: PageWork, *, max_concurrency: int
 ) -> list[Verdict]:
-    """Run one judge over a page's traces concurrently and return one verdict per trace."""
+    """Run one judge concurrently over the page's traces that still need it.
+
+    Returns one verdict per judged trace.
+    """
     if evaluator not in EVALUATORS:
         raise ValueError(f"Unknown evaluator {evaluator!r}: use one of {list(EVALUATORS)}.")
-    if not page.items:
+    pending = set(work.judging.pending.get(evaluator, []))
+    items = [item for item in work.page.items if item.trace_id in pending]
+    if not items:
+        log.info("Page %d: no trace needs %s", work.page.index, evaluator)
         return []
+    page = FetchedPage(index=work.page.index, items=items, skipped=work.page.skipped)
     verdicts = asyncio.run(_judge_async(evaluator, settings, page, max_concurrency))
     errors = sum(1 for verdict in verdicts if not verdict.ok)
     log.info(
@@ -100,6 +153,8 @@ class PageReport:
     traces_owned: int
     evaluated: int
     skipped: dict[str, int] = field(default_factory=dict)
+    already_scored: dict[str, int] = field(default_factory=dict)
+    judged: dict[str, int] = field(default_factory=dict)
     scores_written: dict[str, int] = field(default_factory=dict)
     judge_errors: dict[str, int] = field(default_factory=dict)
     judge_calls: dict[str, int] = field(default_factory=dict)
@@ -117,22 +172,25 @@ class PageReport:
 def push(
     langfuse: LangfuseSettings,
     *,
-    page: FetchedPage,
+    work: PageWork,
     traces_owned: int,
     verdicts: list[Verdict],
     context: RunContext,
     dry_run: bool,
 ) -> PageReport:
     """Write a page's scores, or only count them on a dry run, and report the page."""
+    page = work.page
     requests = build_score_requests(page.items, verdicts, context)
     report = PageReport(
         index=page.index,
         traces_owned=traces_owned,
         evaluated=len(page.items),
         skipped={reason: len(ids) for reason, ids in page.skipped.items()},
+        already_scored={name: len(ids) for name, ids in work.judging.already_scored.items() if ids},
         dry_run=dry_run,
     )
     for verdict in verdicts:
+        report.judged[verdict.name] = report.judged.get(verdict.name, 0) + 1
         report.judge_calls[verdict.name] = report.judge_calls.get(verdict.name, 0) + verdict.calls
         report.prompt_tokens += verdict.prompt_tokens
         report.completion_tokens += verdict.completion_tokens
@@ -157,6 +215,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Add up the page reports into the run summary."""
     skipped: Counter[str] = Counter()
+    already_scored: Counter[str] = Counter()
+    judged: Counter[str] = Counter()
     written: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -165,6 +225,8 @@ def summarize(
     prompt_tokens = completion_tokens = evaluated = 0
     for report in reports:
         skipped.update(report["skipped"])
+        already_scored.update(report["already_scored"])
+        judged.update(report["judged"])
         written.update(report["scores_written"])
         errors.update(report["judge_errors"])
         calls.update(report["judge_calls"])
@@ -180,8 +242,13 @@ def summarize(
         "pages_reported": len(reports),
         "evaluated": evaluated,
         "skipped": dict(sorted(skipped.items())),
+        "already_scored": dict(sorted(already_scored.items())),
+        "judged": dict(sorted(judged.items())),
         "scores_written": dict(sorted(written.items())),
         "judge_errors": dict(sorted(errors.items())),
+        "judge_error_ratio": round(sum(errors.values()) / sum(judged.values()), 4)
+        if judged
+        else 0.0,
         "tone_distribution": dict(tones.most_common()),
         "mean_joyfulness": round(sum(joyfulness) / len(joyfulness), 4) if joyfulness else None,
         "judge_calls": dict(sorted(calls.items())),

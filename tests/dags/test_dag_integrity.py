@@ -30,7 +30,8 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 DAG_FILE = DAGS_FOLDER / "langfuse_external_eval.py"
 DAG_ID = DAG_FILE.stem
 JUDGE_POOL = "langfuse_eval_judge"
-KNOWN_POOLS = frozenset({"default_pool", JUDGE_POOL})
+LANGFUSE_POOL = "langfuse_eval_api"
+KNOWN_POOLS = frozenset({"default_pool", JUDGE_POOL, LANGFUSE_POOL})
 
 GROUP_ID = "evaluate_page"
 FETCH = f"{GROUP_ID}.fetch_page"
@@ -62,6 +63,9 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "window_start": None,
     "window_end": None,
     "dry_run": False,
+    "force": False,
+    "lookback_hours": 2,
+    "max_judge_error_ratio": 0.2,
     "judge_concurrency": 8,
 }
 
@@ -145,12 +149,13 @@ def test_no_dag_warnings(dagbag: DagBag) -> None:
     assert [warning.message for warning in dagbag.dag_warnings] == []
 
 
-def test_missing_pool_is_reported() -> None:
-    warnings = parse_dags({"default_pool"}).dag_warnings
+@pytest.mark.parametrize("missing", [JUDGE_POOL, LANGFUSE_POOL])
+def test_missing_pool_is_reported(missing: str) -> None:
+    warnings = parse_dags(set(KNOWN_POOLS) - {missing}).dag_warnings
     assert {(w.dag_id, w.warning_type) for w in warnings} == {
         (DAG_ID, DagWarningType.NONEXISTENT_POOL)
     }
-    assert all(JUDGE_POOL in w.message for w in warnings)
+    assert all(missing in w.message for w in warnings)
 
 
 def test_dag_id_is_file_stem(dagbag: DagBag) -> None:
@@ -225,6 +230,13 @@ def test_execution_timeout_set(dag: DAG, task_id: str) -> None:
 @pytest.mark.parametrize("task_id", [JUDGE_TONE, JUDGE_JOY])
 def test_judge_uses_judge_pool(dag: DAG, task_id: str) -> None:
     assert dag.get_task(task_id).pool == JUDGE_POOL
+
+
+@pytest.mark.parametrize(
+    "task_id", ["plan_pages", "evaluate_page.fetch_page", "evaluate_page.push_scores"]
+)
+def test_api_tasks_use_langfuse_pool(dag: DAG, task_id: str) -> None:
+    assert dag.get_task(task_id).pool == LANGFUSE_POOL
 
 
 # Shape
@@ -302,6 +314,9 @@ def test_param_resolves_without_value(dag: DAG, name: str) -> None:
         pytest.param("tag", "", id="empty-tag"),
         pytest.param("judge_concurrency", 0, id="judge-concurrency-zero"),
         pytest.param("dry_run", "yes", id="dry-run-string"),
+        pytest.param("force", "yes", id="force-string"),
+        pytest.param("lookback_hours", -1, id="lookback-negative"),
+        pytest.param("max_judge_error_ratio", 1.5, id="error-ratio-above-one"),
     ],
 )
 def test_schema_rejects_bad_value(dag: DAG, name: str, value: Any) -> None:

@@ -6,7 +6,6 @@ over HTTP, and the checks read the scores back through the v3 scores API.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -15,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from dag_runs import judge_requests, run_dag, scores_by_trace, stored_outputs, window_end_after
 from langfuse import Langfuse
-from langfuse.api import LangfuseAPI
 
 from include.langfuse_eval.extraction import extract_output
 from include.langfuse_eval.scores import read_trace_scores, score_id
@@ -27,40 +26,7 @@ pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA = REPO_ROOT / "stack" / "data" / "demo.jsonl"
-DAG_ID = "langfuse_external_eval"
 TAG = "ext_eval_pipelines"
-
-
-def window_end_after(moment: datetime) -> datetime:
-    """Return the next 05:00 UTC after ``moment``: the run that evaluates its window."""
-    end = moment.replace(hour=5, minute=0, second=0, microsecond=0)
-    return end if end > moment else end + timedelta(days=1)
-
-
-@pytest.fixture
-def dag(airflow_db: Path, local_stack: Any) -> Any:
-    """Parse the DAG with the real DagBag, with connections pointing at the local stack.
-
-    Each test parses anew because ``dag.test()`` writes the run conf into ``dag.params``.
-    """
-    from airflow.dag_processing.dagbag import DagBag
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in local_stack.connection_env().items():
-            patch.setenv(name, value)
-        bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
-        assert bag.import_errors == {}
-        yield bag.dags[DAG_ID]
-
-
-@pytest.fixture(scope="module")
-def api(local_stack: Any) -> LangfuseAPI:
-    """Return an SDK API client for the local Langfuse server."""
-    return LangfuseAPI(
-        base_url=local_stack.langfuse.base_url,
-        username=local_stack.public_key,
-        password=local_stack.secret_key,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -81,49 +47,9 @@ def seeded(local_stack: Any) -> dict[str, Any]:
     return {"trace_ids": trace_ids, "records": records, "seeded_at": datetime.now(UTC)}
 
 
-_run_counter = itertools.count(1)
-
-
-def run_dag(dag: Any, local_stack: Any, conf: dict[str, Any], run_after: datetime) -> Any:
-    """Run the DAG once with ``dag.test()`` and return the DagRun.
-
-    ``dag.test()`` reuses an existing run, conf included, when the logical date repeats, so
-    each call moves the logical date a few seconds past ``run_after``. A manual run's window
-    is the last complete one before its logical date, so the window stays the same.
-    """
-    logical_date = run_after + timedelta(seconds=next(_run_counter))
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in local_stack.connection_env().items():
-            patch.setenv(name, value)
-        return dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf)
-
-
-def scores_by_trace(api: LangfuseAPI, trace_ids: list[str]) -> dict[str, Counter[str]]:
-    """Count the scores of each trace by name."""
-    return {
-        trace_id: Counter(score.name for score in scores)
-        for trace_id, scores in read_trace_scores(api, trace_ids).items()
-    }
-
-
-def stored_outputs(api: LangfuseAPI) -> dict[str, Any]:
-    """Return the raw output of every tagged root observation, by trace id."""
-    condition = {"type": "arrayOptions", "column": "traceTags", "operator": "all of"}
-    response = api.observations.get_many(
-        fields="core,io", limit=1000, filter=json.dumps([{**condition, "value": [TAG]}])
-    )
-    return {observation.trace_id: observation.output for observation in response.data}
-
-
-def judge_requests(local_stack: Any) -> int:
-    """Return how many chat completions the offline judge has served."""
-    stats = httpx.get(f"{local_stack.judge.base_url}/_judge/stats", timeout=10).json()
-    return sum(stats["requests"].values())
-
-
 def test_daily_run_scores_every_trace(dag, local_stack, api, seeded):
     trace_ids = seeded["trace_ids"]
-    outputs = stored_outputs(api)
+    outputs = stored_outputs(api, TAG)
     with_output = [trace_id for trace_id in trace_ids if extract_output(outputs[trace_id])[0]]
     without_output = sorted(set(trace_ids) - set(with_output))
     run_after = window_end_after(seeded["seeded_at"])

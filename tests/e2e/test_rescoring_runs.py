@@ -1,0 +1,137 @@
+"""Re-runs over scored days: backfills, forced re-judging and late traces, under ``dag.test()``.
+
+Traces for past days are sent as OTLP spans with chosen start times, because the Langfuse SDK
+stamps spans with the current time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from dag_runs import judge_requests, run_dag, score_writes, scores_by_trace
+
+from include.langfuse_eval.scores import read_trace_scores
+from stack.otlp import TraceRecord, send_traces
+
+pytestmark = pytest.mark.e2e
+
+TAG = "backfill-days"
+DAYS = [datetime(2026, 11, day, 5, tzinfo=UTC) for day in (20, 21, 22)]
+TRACES_PER_DAY = 3
+ANSWERS = [
+    "What a great question! Rainbows are sunlight bending in raindrops, a sky-sized prism!",
+    "The boiling point of water falls by about 1 degree Celsius per 300 m of altitude.",
+    "Please leave the building now and call the gas company: do not switch on any lights.",
+]
+
+
+def day_records(day_start: datetime, offset_hours: float = 7.0) -> list[TraceRecord]:
+    """Build the traces of one day, a few hours after the window start."""
+    return [
+        TraceRecord(
+            start_time=day_start + timedelta(hours=offset_hours, minutes=index),
+            input=f"Question {index} of {day_start:%d %B}",
+            output=ANSWERS[index % len(ANSWERS)],
+            tags=(TAG,),
+        )
+        for index in range(TRACES_PER_DAY)
+    ]
+
+
+@pytest.fixture(scope="module")
+def backfill_days(local_stack: Any) -> list[str]:
+    """Send three traces on each of three past days and return their trace ids."""
+    records = [record for day in DAYS for record in day_records(day)]
+    return send_traces(
+        local_stack.langfuse.base_url, local_stack.public_key, local_stack.secret_key, records
+    )
+
+
+def run_days(dag: Any, local_stack: Any, conf: dict[str, Any]) -> list[Any]:
+    """Run the DAG once per backfill day, like ``airflow backfill create`` over those days."""
+    conf = {"tag": TAG, "lookback_hours": 0, **conf}
+    return [run_dag(dag, local_stack, conf, day + timedelta(days=1)) for day in DAYS]
+
+
+def test_first_pass_scores_every_day(dag, local_stack, api, backfill_days):
+    judge_before = judge_requests(local_stack)
+
+    runs = run_days(dag, local_stack, {})
+
+    assert [run.state for run in runs] == ["success"] * len(DAYS)
+    assert judge_requests(local_stack) - judge_before == 2 * len(backfill_days)
+    counts = scores_by_trace(api, backfill_days)
+    for trace_id in backfill_days:
+        assert counts[trace_id] == Counter({"tone": 1, "joyfulness": 1}), trace_id
+
+
+def test_backfill_over_scored_days_is_free(dag, local_stack, api, backfill_days):
+    before = scores_by_trace(api, backfill_days)
+    judge_before = judge_requests(local_stack)
+    writes_before = score_writes(local_stack)
+
+    runs = run_days(dag, local_stack, {})
+
+    assert [run.state for run in runs] == ["success"] * len(DAYS)
+    assert judge_requests(local_stack) == judge_before
+    assert score_writes(local_stack) == writes_before
+    assert scores_by_trace(api, backfill_days) == before
+
+
+def test_forced_backfill_rewrites_same_ids(dag, local_stack, api, backfill_days):
+    ids_before = {
+        trace_id: sorted(score.id for score in scores)
+        for trace_id, scores in read_trace_scores(api, backfill_days).items()
+    }
+    judge_before = judge_requests(local_stack)
+
+    runs = run_days(dag, local_stack, {"force": True})
+
+    assert [run.state for run in runs] == ["success"] * len(DAYS)
+    assert judge_requests(local_stack) - judge_before == 2 * len(backfill_days)
+    ids_after = {
+        trace_id: sorted(score.id for score in scores)
+        for trace_id, scores in read_trace_scores(api, backfill_days).items()
+    }
+    assert ids_after == ids_before
+    counts = scores_by_trace(api, backfill_days)
+    for trace_id in backfill_days:
+        assert counts[trace_id] == Counter({"tone": 1, "joyfulness": 1}), trace_id
+
+
+def test_late_trace_scored_next_run(dag, local_stack, api, backfill_days):
+    second_day = DAYS[1]
+    # Started 30 minutes before the first window's end, but arrives after that day's run.
+    [late] = send_traces(
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+        [
+            TraceRecord(
+                start_time=second_day - timedelta(minutes=30),
+                input="A question asked just before the day ended",
+                output="Wonderful timing! Night owls see the most meteors after midnight!",
+                tags=(TAG,),
+            )
+        ],
+    )
+    judge_before = judge_requests(local_stack)
+
+    without_lookback = run_dag(
+        dag, local_stack, {"tag": TAG, "lookback_hours": 0}, second_day + timedelta(days=1)
+    )
+    with_lookback = run_dag(
+        dag, local_stack, {"tag": TAG, "lookback_hours": 2}, second_day + timedelta(days=1)
+    )
+    again = run_dag(
+        dag, local_stack, {"tag": TAG, "lookback_hours": 2}, second_day + timedelta(days=1)
+    )
+
+    assert without_lookback.state == "success"
+    assert with_lookback.state == "success"
+    assert again.state == "success"
+    assert judge_requests(local_stack) - judge_before == 2
+    assert scores_by_trace(api, [late])[late] == Counter({"tone": 1, "joyfulness": 1})
