@@ -121,6 +121,11 @@ PARAMS = {
         type="boolean",
         description="Judge every trace again, even those already scored by this evaluator version.",
     ),
+    "redact": Param(
+        True,
+        type="boolean",
+        description="Replace API-key-like tokens and email addresses before judging.",
+    ),
     "lookback_hours": Param(
         2,
         type="number",
@@ -252,6 +257,7 @@ def langfuse_external_eval() -> None:
                 evaluators=params["evaluators"],
                 evaluator_version=EVALUATOR_VERSION,
                 force=params["force"],
+                redact_text=params["redact"],
             )
         except PermanentError as error:
             raise _fail_permanently(error) from error

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from include.langfuse_eval.observations import list_window_traces
 from include.langfuse_eval.planning import FetchedPage, PageSpec, Plan, fetch_page, plan_pages
+from include.langfuse_eval.redaction import redact
 from include.langfuse_eval.rescoring import JudgingPlan, plan_judging, scored_versions
 from include.langfuse_eval.scores import RunContext, build_score_requests, write_scores
 from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
@@ -57,10 +58,15 @@ class PageWork:
 
     page: FetchedPage
     judging: JudgingPlan
+    redactions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize for XCom."""
-        return {"page": self.page.to_dict(), "judging": self.judging.to_dict()}
+        return {
+            "page": self.page.to_dict(),
+            "judging": self.judging.to_dict(),
+            "redactions": self.redactions,
+        }
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> PageWork:
@@ -68,6 +74,7 @@ class PageWork:
         return cls(
             page=FetchedPage.from_dict(value["page"]),
             judging=JudgingPlan.from_dict(value["judging"]),
+            redactions=dict(value.get("redactions") or {}),
         )
 
 
@@ -80,8 +87,13 @@ def fetch(
     evaluators: list[str],
     evaluator_version: str,
     force: bool = False,
+    redact_text: bool = True,
 ) -> PageWork:
     """Fetch one page's traces, extract the texts, and skip what is already scored.
+
+    Only the output text travels on to the judges, because both judge the output alone. With
+    ``redact_text``, secrets and email addresses in it are replaced before it leaves this step,
+    so they reach no judge, log, XCom value or score comment.
 
     The existing scores come from the v3 scores API, which can lag writes by minutes on
     Langfuse Cloud. A trace judged again because of that lag gets the same score ids, so its
@@ -89,6 +101,17 @@ def fetch(
     """
     api = langfuse.api()
     fetched = fetch_page(api, tag=tag, window=window, page=page)
+    redactions: Counter[str] = Counter()
+    items = []
+    for item in fetched.items:
+        output_text = item.output_text
+        if redact_text:
+            output_text, counts = redact(output_text)
+            redactions.update(counts)
+        items.append(replace(item, output_text=output_text, input_text=None))
+    fetched.items = items
+    if redactions:
+        log.info("Page %d: redacted %s in output texts", page.index, dict(redactions))
     trace_ids = [item.trace_id for item in fetched.items]
     existing = {} if force or not trace_ids else scored_versions(api, trace_ids)
     judging = plan_judging(
@@ -98,7 +121,7 @@ def fetch(
         evaluator_version=evaluator_version,
         force=force,
     )
-    return PageWork(page=fetched, judging=judging)
+    return PageWork(page=fetched, judging=judging, redactions=dict(redactions))
 
 
 async def _judge_async(
@@ -155,6 +178,7 @@ class PageReport:
     skipped: dict[str, int] = field(default_factory=dict)
     already_scored: dict[str, int] = field(default_factory=dict)
     judged: dict[str, int] = field(default_factory=dict)
+    redactions: dict[str, int] = field(default_factory=dict)
     scores_written: dict[str, int] = field(default_factory=dict)
     judge_errors: dict[str, int] = field(default_factory=dict)
     judge_calls: dict[str, int] = field(default_factory=dict)
@@ -187,6 +211,7 @@ def push(
         evaluated=len(page.items),
         skipped={reason: len(ids) for reason, ids in page.skipped.items()},
         already_scored={name: len(ids) for name, ids in work.judging.already_scored.items() if ids},
+        redactions=work.redactions,
         dry_run=dry_run,
     )
     for verdict in verdicts:
@@ -217,6 +242,7 @@ def summarize(
     skipped: Counter[str] = Counter()
     already_scored: Counter[str] = Counter()
     judged: Counter[str] = Counter()
+    redactions: Counter[str] = Counter()
     written: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -227,6 +253,7 @@ def summarize(
         skipped.update(report["skipped"])
         already_scored.update(report["already_scored"])
         judged.update(report["judged"])
+        redactions.update(report["redactions"])
         written.update(report["scores_written"])
         errors.update(report["judge_errors"])
         calls.update(report["judge_calls"])
@@ -244,6 +271,7 @@ def summarize(
         "skipped": dict(sorted(skipped.items())),
         "already_scored": dict(sorted(already_scored.items())),
         "judged": dict(sorted(judged.items())),
+        "redactions": dict(sorted(redactions.items())),
         "scores_written": dict(sorted(written.items())),
         "judge_errors": dict(sorted(errors.items())),
         "judge_error_ratio": round(sum(errors.values()) / sum(judged.values()), 4)

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+MAX_JUDGE_TOKENS = 6_000
+"""Maximum tokens of output text sent to a judge, by :func:`estimate_tokens`, marker included."""
+
 MAX_JUDGE_CHARS = 24_000
-"""Longest output text sent to a judge, about 6,000 tokens at 4 characters per token."""
+"""Maximum characters of output text sent to a judge, marker excluded.
+
+At the defaults the token budget binds first, since :func:`estimate_tokens` counts at least one
+token per 3 characters.
+"""
 
 TRUNCATION_MARKER = "\n[... output truncated for evaluation ...]"
+
+UNITS_PER_TOKEN = 3
+"""Cost units in one estimated token: an ASCII character costs 1 unit."""
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,15 +59,59 @@ class Verdict:
         return cls(**value)
 
 
-def truncate_for_judge(text: str, max_chars: int = MAX_JUDGE_CHARS) -> tuple[str, bool]:
-    """Cut a text to ``max_chars`` characters with a visible marker.
+def _char_units(char: str) -> int:
+    if char.isascii():
+        return 1
+    return UNITS_PER_TOKEN * 2 if ord(char) > 0xFFFF else UNITS_PER_TOKEN
+
+
+def _text_units(text: str) -> int:
+    # 1 unit per character, 2 more per non-ASCII one and 3 more again past the BMP.
+    return len(text) + 2 * len(_NON_ASCII.findall(text)) + 3 * len(_ASTRAL.findall(text))
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate the tokens of a text, erring high.
+
+    NOTE: this is an estimate, not a tokenizer. tiktoken is not a dependency, and it downloads
+    its encoding files on first use, which a worker without network access cannot do. The
+    estimate counts 1 token per 3 ASCII characters, an assumed figure meant to stay below what
+    the o200k_base and cl100k_base encodings average on English prose. It counts 1 token per
+    other character of the Basic Multilingual Plane and 2 per character past it, such as most
+    emoji.
+    """
+    return -(-_text_units(text) // UNITS_PER_TOKEN)
+
+
+def _token_cut(text: str, budget_units: int) -> int:
+    """Return the length of the longest prefix of ``text`` that costs at most ``budget_units``."""
+    if text.isascii():
+        return max(0, min(len(text), budget_units))
+    used = 0
+    for index, char in enumerate(text):
+        used += _char_units(char)
+        if used > budget_units:
+            return index
+    return len(text)
+
+
+def truncate_for_judge(
+    text: str, max_chars: int = MAX_JUDGE_CHARS, *, max_tokens: int = MAX_JUDGE_TOKENS
+) -> tuple[str, bool]:
+    """Cut a text to the judges' limits with a visible marker.
+
+    A text within both limits is kept whole. A longer one keeps its longest prefix that has at
+    most ``max_chars`` characters and that, with the marker, has at most ``max_tokens``
+    estimated tokens, and the marker follows it.
 
     Returns:
         The text to send and whether it was cut.
     """
-    if len(text) <= max_chars:
+    budget_units = max_tokens * UNITS_PER_TOKEN
+    if len(text) <= max_chars and _text_units(text) <= budget_units:
         return text, False
-    return text[:max_chars] + TRUNCATION_MARKER, True
+    cut = _token_cut(text, budget_units - _text_units(TRUNCATION_MARKER))
+    return text[: min(cut, max_chars)] + TRUNCATION_MARKER, True
 
 
 async def gather_bounded(

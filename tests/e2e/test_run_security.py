@@ -145,3 +145,33 @@ def test_run_connects_only_to_stack(dag, local_stack, security_traces, monkeypat
     assert connected, "the run opened no TCP connection at all"
     assert set(connected) <= allowed
     assert set(looked_up) <= {"127.0.0.1", "localhost"}
+
+
+@pytest.mark.parametrize("redact", [True, False], ids=["redacted", "redaction-off"])
+def test_trace_secrets_redacted(dag, local_stack, redact):
+    now = datetime.now(UTC)
+    email = "ada.lovelace@example.org"
+    token = "sk-" + "Q7" * 24
+    tag = f"redaction-{'on' if redact else 'off'}"
+    send_traces(
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+        [
+            TraceRecord(
+                start_time=now,
+                input="Can you check my setup?",
+                output=f"Sure! Write to {email} and never paste keys like {token} in chats!",
+                tags=(tag,),
+            )
+        ],
+    )
+    conf = {**window_conf(now), "tag": tag, "redact": redact}
+
+    dag_run = run_dag(dag, local_stack, conf, window_end_after(now))
+
+    assert dag_run.state == "success"
+    stored = stored_run_values(dag_run.run_id)
+    assert (email in stored) is not redact
+    assert (token in stored) is not redact
+    assert ("[REDACTED_EMAIL]" in stored) is redact

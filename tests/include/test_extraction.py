@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from include.langfuse_eval.extraction import MAX_NESTING, SkipReason, extract_input, extract_output
+from include.langfuse_eval.extraction import (
+    MAX_DECODES,
+    MAX_NESTING,
+    SkipReason,
+    clean_text,
+    decode_raw,
+    extract_input,
+    extract_output,
+)
 
 
 def nested(depth: int, text: str = "deep text") -> str:
@@ -67,7 +75,8 @@ CHAT_WITH_PARTS = json.dumps(
             id="chat-last-assistant",
         ),
         pytest.param('["one", "two"]', ("one\ntwo", None), id="list-of-strings"),
-        pytest.param("42", ("42", None), id="number-string"),
+        pytest.param("42", (None, SkipReason.UNSUPPORTED_OUTPUT), id="number-string"),
+        pytest.param("42 owls", ("42 owls", None), id="number-then-words"),
         pytest.param(42, (None, SkipReason.UNSUPPORTED_OUTPUT), id="number-int"),
         pytest.param(True, (None, SkipReason.UNSUPPORTED_OUTPUT), id="bool"),
         pytest.param('{"score": 3}', (None, SkipReason.UNSUPPORTED_OUTPUT), id="dict-no-text-key"),
@@ -86,6 +95,47 @@ CHAT_WITH_PARTS = json.dumps(
 )
 def test_extract_output_cases(raw: Any, expected: tuple[str | None, SkipReason | None]) -> None:
     assert extract_output(raw) == expected
+
+
+def encoded_times(value: Any, times: int) -> str:
+    """Return ``value`` JSON-encoded ``times`` times."""
+    for _ in range(times):
+        value = json.dumps(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(encoded_times({"a": 1}, 1), {"a": 1}, id="once"),
+        pytest.param(encoded_times({"a": 1}, MAX_DECODES), {"a": 1}, id="at-limit"),
+        pytest.param(
+            encoded_times({"a": 1}, MAX_DECODES + 1),
+            encoded_times({"a": 1}, 1),
+            id="beyond-limit",
+        ),
+        pytest.param(encoded_times("plain", 2), "plain", id="string-stops"),
+        pytest.param(encoded_times("[1] first point", 2), "[1] first point", id="bracket-text"),
+    ],
+)
+def test_decode_raw_repeats_bounded(raw: str, expected: Any) -> None:
+    assert decode_raw(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("plain", "plain", id="plain"),
+        pytest.param("a\ud800b", "a\ufffdb", id="lone-high"),
+        pytest.param("a\udc00b", "a\ufffdb", id="lone-low"),
+        pytest.param("\ud83c\udf89", "🎉", id="split-pair-joined"),
+        pytest.param("\udf89\ud83c", "\ufffd\ufffd", id="reversed-pair"),
+        pytest.param("tab\tnew\nline\r", "tab\tnew\nline\r", id="whitespace-kept"),
+        pytest.param("\x00nul\x1b[0m\x7f", "nul[0m", id="controls-dropped"),
+    ],
+)
+def test_clean_text_cases(text: str, expected: str) -> None:
+    assert clean_text(text) == expected
 
 
 def test_json_null_is_missing() -> None:

@@ -10,11 +10,16 @@ import pytest
 
 from include.langfuse_eval.verdicts import (
     MAX_JUDGE_CHARS,
+    MAX_JUDGE_TOKENS,
     TRUNCATION_MARKER,
     Verdict,
+    estimate_tokens,
     gather_bounded,
     truncate_for_judge,
 )
+
+# Estimated tokens of the marker: 42 ASCII characters at 3 per token.
+MARKER_TOKENS = 14
 
 
 @pytest.mark.parametrize(
@@ -33,7 +38,52 @@ def test_truncate_for_judge(text: str, expected: tuple[str, bool]) -> None:
 
 def test_truncate_default_limit() -> None:
     text, _ = truncate_for_judge("y" * (MAX_JUDGE_CHARS * 2))
-    assert text == "y" * MAX_JUDGE_CHARS + TRUNCATION_MARKER
+    assert text == "y" * (MAX_JUDGE_TOKENS - MARKER_TOKENS) * 3 + TRUNCATION_MARKER
+
+
+def test_marker_tokens_match() -> None:
+    assert estimate_tokens(TRUNCATION_MARKER) == MARKER_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("", 0, id="empty"),
+        pytest.param("abc", 1, id="three-ascii"),
+        pytest.param("abcd", 2, id="four-ascii-rounds-up"),
+        pytest.param("é", 1, id="accented-letter"),
+        pytest.param("日本語", 3, id="cjk"),
+        pytest.param("🎉", 2, id="emoji"),
+        pytest.param("ab🎉", 3, id="mixed"),
+    ],
+)
+def test_estimate_tokens_cases(text: str, expected: int) -> None:
+    assert estimate_tokens(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("x" * 60, ("x" * 60, False), id="exactly-budget"),
+        pytest.param("x" * 61, ("x" * (60 - 42) + TRUNCATION_MARKER, True), id="one-over"),
+        pytest.param("é" * 21, ("é" * 6 + TRUNCATION_MARKER, True), id="non-ascii-costs-more"),
+        pytest.param("🎉" * 11, ("🎉" * 3 + TRUNCATION_MARKER, True), id="emoji-costs-two"),
+        pytest.param("ab" + "🎉" * 20, ("ab" + "🎉" * 2 + TRUNCATION_MARKER, True), id="mixed"),
+    ],
+)
+def test_truncate_by_tokens(text: str, expected: tuple[str, bool]) -> None:
+    assert truncate_for_judge(text, max_tokens=20) == expected
+
+
+def test_tighter_char_limit_wins() -> None:
+    assert truncate_for_judge("x" * 100, max_chars=5, max_tokens=20) == (
+        "xxxxx" + TRUNCATION_MARKER,
+        True,
+    )
+
+
+def test_tiny_budget_keeps_marker() -> None:
+    assert truncate_for_judge("x" * 100, max_tokens=1) == (TRUNCATION_MARKER, True)
 
 
 class Tracker:
