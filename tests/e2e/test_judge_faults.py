@@ -1,0 +1,137 @@
+"""Judge faults under ``dag.test()``: rate limits are waited for, key and quota errors fail fast."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from dag_runs import judge_requests, run_dag, scores_by_trace, window_end_after
+
+from stack.otlp import TraceRecord, send_traces
+
+pytestmark = pytest.mark.e2e
+
+COMPLETIONS = "/v1/chat/completions"
+
+
+@pytest.fixture
+def judge_faults(local_stack: Any) -> Iterator[Any]:
+    """Return a function that installs judge fault rules; clear them after the test."""
+    url = f"{local_stack.judge.base_url}/_stack/faults"
+
+    def install(*rules: dict[str, Any]) -> None:
+        httpx.post(url, json={"rules": list(rules)}, timeout=10).raise_for_status()
+
+    yield install
+    httpx.delete(url, timeout=10).raise_for_status()
+
+
+def seed_one(local_stack: Any, tag: str) -> tuple[datetime, str]:
+    """Send one trace with output, starting now, and return its start time and id."""
+    now = datetime.now(UTC)
+    [trace_id] = send_traces(
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+        [
+            TraceRecord(
+                start_time=now,
+                input="Why do cats purr?",
+                output="Purring is a cosy mystery! Cats buzz their voice box 25 times a second!",
+                tags=(tag,),
+            )
+        ],
+    )
+    return now, trace_id
+
+
+def conf_for(tag: str, now: datetime) -> dict[str, Any]:
+    """Return the run conf of a window around ``now`` for ``tag``."""
+    return {
+        "tag": tag,
+        "window_start": (now - timedelta(minutes=10)).isoformat(),
+        "window_end": (now + timedelta(minutes=10)).isoformat(),
+    }
+
+
+def test_rate_limit_waited_for(dag, local_stack, api, judge_faults):
+    now, trace_id = seed_one(local_stack, "judge-rate-limited")
+    judge_faults(
+        {
+            "method": "POST",
+            "path_prefix": COMPLETIONS,
+            "status": 429,
+            "times": 2,
+            "retry_after_ms": 700,
+            "body": {
+                "error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}
+            },
+        },
+    )
+    requests_before = judge_requests(local_stack)
+    started = time.monotonic()
+
+    dag_run = run_dag(dag, local_stack, conf_for("judge-rate-limited", now), window_end_after(now))
+
+    assert dag_run.state == "success"
+    assert time.monotonic() - started >= 1.4
+    assert judge_requests(local_stack) - requests_before == 2
+    assert scores_by_trace(api, [trace_id])[trace_id] == Counter({"tone": 1, "joyfulness": 1})
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(
+            401,
+            {
+                "error": {
+                    "message": "Incorrect API key",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+            id="rejected-key",
+        ),
+        pytest.param(
+            429,
+            {
+                "error": {
+                    "message": "You exceeded your current quota",
+                    "type": "insufficient_quota",
+                    "code": "insufficient_quota",
+                }
+            },
+            id="quota-exhausted",
+        ),
+    ],
+)
+def test_permanent_judge_error_fails_fast(dag, local_stack, judge_faults, status, body):
+    tag = f"judge-permanent-{status}"
+    now, _ = seed_one(local_stack, tag)
+    judge_faults(
+        {
+            "method": "POST",
+            "path_prefix": COMPLETIONS,
+            "status": status,
+            "times": None,
+            "body": body,
+        }
+    )
+    started = time.monotonic()
+
+    dag_run = run_dag(dag, local_stack, conf_for(tag, now), window_end_after(now))
+
+    elapsed = time.monotonic() - started
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["evaluate_page.judge_tone"] == "failed"
+    assert states["evaluate_page.judge_joyfulness"] == "failed"
+    tries = {ti.task_id: ti.try_number for ti in dag_run.get_task_instances()}
+    assert tries["evaluate_page.judge_tone"] == 1
+    assert elapsed < 30
