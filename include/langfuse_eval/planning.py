@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from langfuse.api import LangfuseAPI
@@ -20,11 +20,12 @@ from include.langfuse_eval.errors import ConfigurationError
 from include.langfuse_eval.extraction import SkipReason, extract_input, extract_output
 from include.langfuse_eval.observations import (
     FETCH_FIELDS,
+    MIN_SPLIT_SPAN,
     TraceRef,
-    build_filter,
     dedupe_roots,
-    iter_observations,
+    read_time_range,
 )
+from include.langfuse_eval.settings import DEFAULT_RETRY_POLICY, RetryPolicy
 from include.langfuse_eval.window import Window, isoformat_utc, parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -163,19 +164,50 @@ class FetchedPage:
         )
 
 
-def fetch_page(api: LangfuseAPI, *, tag: str, window: Window, page: PageSpec) -> FetchedPage:
+def fetch_page(
+    api: LangfuseAPI,
+    *,
+    tag: str,
+    window: Window,
+    page: PageSpec,
+    timeout_s: float | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    min_split_span: timedelta = MIN_SPLIT_SPAN,
+) -> FetchedPage:
     """Read the traces that a page owns, with their input and output, and extract the texts.
 
     A trace whose root observation is gone is skipped as ``not_found``; one without output
-    text is skipped with the reason from :func:`extract_output`.
+    text is skipped with the reason from :func:`extract_output`. The read splits its time
+    range when the server runs out of its time budget (HTTP 422), see
+    :func:`include.langfuse_eval.observations.read_time_range`.
+
+    Args:
+        api: The SDK client.
+        tag: Trace tag of the evaluated traces.
+        window: The run's window.
+        page: The page to fetch.
+        timeout_s: Read timeout of each request; the client's timeout when None.
+        retry_policy: Retries of each request, see
+            :func:`include.langfuse_eval.observations.call_langfuse`.
+        min_split_span: Shortest range that a 422 reply splits.
     """
     newest = min(parse_timestamp(page.newest_start), window.end)
     oldest = max(parse_timestamp(page.oldest_start), window.start)
-    filter_json = build_filter(tag, start_at_or_after=oldest, end_at_or_before=newest)
     owned = set(page.trace_ids)
+    fetched_rows = read_time_range(
+        api,
+        tag=tag,
+        start=oldest,
+        end=newest,
+        end_inclusive=True,
+        fields=FETCH_FIELDS,
+        timeout_s=timeout_s,
+        retry_policy=retry_policy,
+        min_split_span=min_split_span,
+    )
     rows = [
         observation
-        for observation in iter_observations(api, filter_json=filter_json, fields=FETCH_FIELDS)
+        for observation in fetched_rows
         if observation.trace_id in owned and window.contains(observation.start_time)
     ]
     roots = dedupe_roots(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,9 @@ from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatc
 from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 
 from include.langfuse_eval.errors import ScoreWriteRejected
-from include.langfuse_eval.observations import LANGFUSE_MAX_RETRIES, call_langfuse
+from include.langfuse_eval.observations import call_langfuse, request_options
 from include.langfuse_eval.planning import TraceItem
+from include.langfuse_eval.settings import DEFAULT_RETRY_POLICY, RetryPolicy
 from include.langfuse_eval.verdicts import Verdict
 from include.langfuse_eval.window import parse_timestamp
 
@@ -31,6 +33,15 @@ SCORE_ID_NAMESPACE = uuid.UUID("6f1c2a52-8d4b-4f3e-9a57-0c1f5e2b7d90")
 
 SCORE_BATCH_SIZE = 100
 MAX_COMMENT_CHARS = 2000
+MAX_NAMED_REJECTIONS = 20
+"""Rejected scores that a :class:`ScoreWriteRejected` message names one by one."""
+
+_ERROR_INDEX = re.compile(r"^\s*\w*\[(\d+)\]")
+"""Position of the rejected score in its batch, as in ``scores[3]: ...``.
+
+NOTE: this is the message form of the local server. Messages of another form are reported
+as they are.
+"""
 
 DATA_TYPES = {"tone": "CATEGORICAL", "joyfulness": "NUMERIC"}
 """Score data type by score name."""
@@ -131,34 +142,86 @@ class WriteReport:
     requests: int = 0
 
 
+def describe_rejection(batch: list[CreateScoreRequest], message: str) -> str:
+    """Name the score that a 207 error message is about.
+
+    When the message starts with the score's position in the batch (``scores[3]: ...``), the
+    score's trace id and name are put first. Otherwise the message is returned as it is.
+    """
+    match = _ERROR_INDEX.match(message)
+    if match is not None:
+        index = int(match.group(1))
+        if 0 <= index < len(batch):
+            score = batch[index]
+            return f"trace {score.trace_id} score {score.name!r} ({message})"
+    return message
+
+
 def write_scores(
-    api: LangfuseAPI, scores: list[CreateScoreRequest], batch_size: int = SCORE_BATCH_SIZE
+    api: LangfuseAPI,
+    scores: list[CreateScoreRequest],
+    batch_size: int = SCORE_BATCH_SIZE,
+    *,
+    timeout_s: float | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> WriteReport:
     """Send scores in synchronous batches of ``POST /api/public/scores``.
 
+    Every batch is sent, also after a batch was only partly accepted, so that one rejected
+    score does not hold back the others. Requests are retried as :func:`call_langfuse`
+    describes. This is safe because a score sent again with its id replaces itself.
+
+    Args:
+        api: The SDK client.
+        scores: The score requests, from :func:`build_score_requests`.
+        batch_size: Scores per request.
+        timeout_s: Read timeout of each request, or None for the client's timeout.
+        retry_policy: Retries of each request.
+
     Raises:
-        ScoreWriteRejected: A batch was only partly accepted (HTTP 207). The message names the
-            server's errors. Every batch before it was accepted, and a retry rewrites the same
-            ids.
+        ScoreWriteRejected: Some batches were only partly accepted (HTTP 207). The message
+            names the rejected scores by trace id and name where the server's errors give
+            their position, else by the server's messages. A task retry sends every score
+            again: the accepted ones are replaced in place.
+        TransientError: A request kept failing with a timeout, a transport error, 429 or 5xx.
     """
+    if batch_size < 1:
+        raise ValueError(f"Score batch size {batch_size} is invalid: use 1 or more.")
+    options = request_options(timeout_s, retry_policy)
     report = WriteReport()
+    rejections: list[str] = []
+    rejected = 0
     for offset in range(0, len(scores), batch_size):
         batch = scores[offset : offset + batch_size]
         reply = call_langfuse(
             api.scores.create,
             what="write scores",
+            retry_policy=retry_policy,
             request=batch,
-            request_options={"max_retries": LANGFUSE_MAX_RETRIES},
+            request_options=options,
         )
         report.requests += 1
         if isinstance(reply, CreateScoreBatchResults) and reply.rejected:
-            messages = "; ".join(error.message for error in reply.errors)
-            raise ScoreWriteRejected(
-                f"Langfuse rejected {reply.rejected} of {len(batch)} scores "
-                f"(accepted {reply.accepted}): {messages}"
+            rejected += reply.rejected
+            rejections.extend(describe_rejection(batch, error.message) for error in reply.errors)
+            log.warning(
+                "Langfuse accepted %d and rejected %d scores of a batch of %d",
+                reply.accepted,
+                reply.rejected,
+                len(batch),
             )
+            continue
         for score in batch:
             report.written[score.name] = report.written.get(score.name, 0) + 1
+    if rejected:
+        named = "; ".join(rejections[:MAX_NAMED_REJECTIONS])
+        more = len(rejections) - MAX_NAMED_REJECTIONS
+        if more > 0:
+            named += f"; and {more} more"
+        raise ScoreWriteRejected(
+            f"Langfuse rejected {rejected} of {len(scores)} scores: {named}. The other "
+            "scores were written. A retry sends all scores again and replaces them in place."
+        )
     return report
 
 
@@ -173,12 +236,25 @@ def score_trace_id(score: Any) -> str | None:
 
 
 def read_trace_scores(
-    api: LangfuseAPI, trace_ids: list[str], *, chunk_size: int = 50
+    api: LangfuseAPI,
+    trace_ids: list[str],
+    *,
+    chunk_size: int = 50,
+    timeout_s: float | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> dict[str, list[Any]]:
     """Read every score of the given traces through the v3 scores API, by trace id.
 
     Reads other than v2 observations can lag about 10 minutes behind writes on Langfuse Cloud.
+
+    Args:
+        api: The SDK client.
+        trace_ids: The traces.
+        chunk_size: Trace ids per request.
+        timeout_s: Read timeout of each request, or None for the client's timeout.
+        retry_policy: Retries of each request, see :func:`call_langfuse`.
     """
+    options = request_options(timeout_s, retry_policy)
     scores: dict[str, list[Any]] = {trace_id: [] for trace_id in trace_ids}
     for offset in range(0, len(trace_ids), chunk_size):
         chunk = trace_ids[offset : offset + chunk_size]
@@ -187,10 +263,12 @@ def read_trace_scores(
             page = call_langfuse(
                 api.scores.get_many,
                 what="read scores",
+                retry_policy=retry_policy,
                 trace_id=",".join(chunk),
                 fields="details,subject",
                 limit=100,
                 cursor=cursor,
+                request_options=options,
             )
             for score in page.data:
                 trace_id = score_trace_id(score)

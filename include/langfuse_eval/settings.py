@@ -12,14 +12,63 @@ from include.langfuse_eval.errors import ConfigurationError
 LANGFUSE_READ_TIMEOUT_S = 60.0
 """Read timeout for Langfuse requests: a v2 observations query may scan for up to 45 s."""
 
+LANGFUSE_SDK_MAX_RETRIES = 3
+"""Retries that the SDK makes itself on 408, 409, 429 and 5xx, honouring ``Retry-After``."""
+
 DEFAULT_JUDGE_MODEL = "gpt-4.1-mini"
 DEFAULT_JUDGE_TIMEOUT_S = 120.0
 DEFAULT_JUDGE_MAX_RETRIES = 4
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long a Langfuse request is retried before the task gives up.
+
+    Two layers retry. The SDK retries 408, 409, 429 and 5xx replies ``sdk_max_retries`` times,
+    waiting for ``Retry-After`` when the reply has one and 1 s, 2 s, 4 s ... otherwise. Around
+    it, :func:`include.langfuse_eval.observations.call_langfuse` retries transport errors,
+    timeouts and the 429 and 5xx replies that the SDK gave up on, with jittered exponential
+    waits. So a request that keeps failing is sent at most
+    ``attempts * (sdk_max_retries + 1)`` times.
+
+    Attributes:
+        attempts: Calls of the SDK per request, the first one included.
+        initial_wait_s: Wait before the second call. It doubles on each further call.
+        max_wait_s: Cap on one wait. A ``Retry-After`` header raises a wait up to this cap.
+        max_total_wait_s: Cap on the sum of the waits. No call starts after it.
+        sdk_max_retries: The SDK's own retries within one call.
+    """
+
+    attempts: int = 4
+    initial_wait_s: float = 2.0
+    max_wait_s: float = 30.0
+    max_total_wait_s: float = 60.0
+    sdk_max_retries: int = LANGFUSE_SDK_MAX_RETRIES
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.sdk_max_retries < 0:
+            raise ConfigurationError(
+                f"Retry policy {self!r} is invalid: use at least 1 attempt and 0 or more SDK "
+                "retries."
+            )
+        if min(self.initial_wait_s, self.max_wait_s, self.max_total_wait_s) < 0:
+            raise ConfigurationError(f"Retry policy {self!r} is invalid: waits must be >= 0.")
+
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
 class LangfuseSettings:
-    """Where the Langfuse API is and the project keys that authenticate against it."""
+    """Where the Langfuse API is and the project keys that authenticate against it.
+
+    Attributes:
+        host: Base URL of the Langfuse API.
+        public_key: The project's public key.
+        secret_key: The project's secret key.
+        timeout_s: Read timeout of every request of the client from :meth:`api`. The read
+            functions use it unless a call passes its own ``timeout_s``.
+    """
 
     host: str
     public_key: str
@@ -36,6 +85,10 @@ class LangfuseSettings:
             raise ConfigurationError(
                 "Langfuse keys are missing: set the public key as the login and the secret "
                 "key as the password of the Langfuse connection."
+            )
+        if self.timeout_s <= 0:
+            raise ConfigurationError(
+                f"Langfuse timeout {self.timeout_s!r} s is invalid: use a positive number."
             )
 
     def api(self) -> LangfuseAPI:

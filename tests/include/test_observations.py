@@ -6,18 +6,22 @@ a server reply.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import secrets
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.pydantic_utilities import parse_obj_as
 from langfuse.api.observations.types.observations_v2meta import ObservationsV2Meta
 from langfuse.api.observations.types.observations_v2response import ObservationsV2Response
 
-from include.langfuse_eval.errors import AuthenticationError, ConfigurationError
+from include.langfuse_eval.errors import AuthenticationError, ConfigurationError, TransientError
 from include.langfuse_eval.observations import (
     FETCH_FIELDS,
     MAX_OBSERVATIONS_LIMIT,
@@ -30,10 +34,11 @@ from include.langfuse_eval.observations import (
     list_window_traces,
 )
 from include.langfuse_eval.planning import PageSpec, fetch_page, plan_pages
-from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
+from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings, RetryPolicy
 from include.langfuse_eval.window import Window, parse_timestamp
 
 TAG = "eval-daily"
+FAST = RetryPolicy(attempts=3, initial_wait_s=0.001, max_wait_s=0.005, sdk_max_retries=0)
 WINDOW = Window(
     start=datetime(2026, 12, 3, 5, 0, tzinfo=UTC),
     end=datetime(2026, 12, 4, 5, 0, tzinfo=UTC),
@@ -144,10 +149,27 @@ def test_walk_limit_at_most_max() -> None:
     assert all(call["limit"] <= MAX_OBSERVATIONS_LIMIT for call in api.observations.calls)
 
 
-def test_walk_sets_read_timeout() -> None:
-    # A v2 observations query may scan for up to 45 s on the server (see settings.py).
+def test_walk_default_uses_client_timeout() -> None:
     _, api = walk([reply([])])
-    assert api.observations.calls[0]["request_options"]["timeout_in_seconds"] >= 45
+    assert "timeout_in_seconds" not in api.observations.calls[0]["request_options"]
+
+
+def test_walk_passes_given_timeout() -> None:
+    api = FakeApi([reply([])])
+    list(iter_observations(api, filter_json="[]", fields=PLAN_FIELDS, timeout_s=0.25))
+    assert api.observations.calls[0]["request_options"]["timeout_in_seconds"] == 0.25
+
+
+def test_walk_sets_sdk_retries() -> None:
+    api = FakeApi([reply([])])
+    list(iter_observations(api, filter_json="[]", fields=PLAN_FIELDS, retry_policy=FAST))
+    assert api.observations.calls[0]["request_options"]["max_retries"] == FAST.sdk_max_retries
+
+
+def test_client_timeout_covers_scan() -> None:
+    # A v2 observations query may scan for up to 45 s on the server (see settings.py).
+    client = langfuse_settings().api()
+    assert client._client_wrapper.get_timeout() >= 45
 
 
 @pytest.mark.parametrize(
@@ -510,11 +532,160 @@ def test_bad_request_is_configuration(status: int) -> None:
         call_langfuse(raising(error), what="read observations")
 
 
-def test_server_error_reraised_unchanged() -> None:
-    error = ApiError(status_code=500, body="boom")
+def test_budget_error_reraised_unchanged() -> None:
+    error = ApiError(status_code=422, body="out of time")
     with pytest.raises(ApiError) as caught:
-        call_langfuse(raising(error), what="read observations")
+        call_langfuse(raising(error), what="read observations", retry_policy=FAST)
     assert caught.value is error
+
+
+class Flaky:
+    """Raise the listed errors on the first calls, then return ``"ok"``."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self, **_: Any) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+RETRYABLE = [
+    pytest.param(ApiError(status_code=500, body="boom"), id="http-500"),
+    pytest.param(ApiError(status_code=524, body="timeout"), id="http-524"),
+    pytest.param(ApiError(status_code=429, body="slow down"), id="http-429"),
+    pytest.param(httpx.ReadTimeout("timed out"), id="read-timeout"),
+    pytest.param(httpx.RemoteProtocolError("peer closed"), id="dropped-connection"),
+]
+
+
+@pytest.mark.parametrize("error", RETRYABLE)
+def test_retryable_error_retried(error: Exception) -> None:
+    operation = Flaky([error])
+    assert call_langfuse(operation, what="read observations", retry_policy=FAST) == "ok"
+
+
+@pytest.mark.parametrize("error", RETRYABLE)
+def test_persistent_error_becomes_transient(error: Exception) -> None:
+    with pytest.raises(TransientError, match="read observations failed after 3 attempt"):
+        call_langfuse(Flaky([error] * 5), what="read observations", retry_policy=FAST)
+
+
+def test_attempts_capped_by_policy() -> None:
+    operation = Flaky([ApiError(status_code=503, body="")] * 5)
+    with pytest.raises(TransientError):
+        call_langfuse(operation, what="read observations", retry_policy=FAST)
+    assert operation.calls == FAST.attempts
+
+
+def test_wait_budget_stops_retries() -> None:
+    policy = RetryPolicy(attempts=10, initial_wait_s=0.01, max_wait_s=0.01, max_total_wait_s=0.025)
+    operation = Flaky([ApiError(status_code=503, body="")] * 10)
+    with pytest.raises(TransientError):
+        call_langfuse(operation, what="read observations", retry_policy=policy)
+    assert operation.calls == 3
+
+
+def test_retry_logged_without_secret(caplog: pytest.LogCaptureFixture) -> None:
+    secret = secrets.token_hex(12)
+    error = ApiError(status_code=502, body="bad gateway", headers={"x-echo": secret})
+    with caplog.at_level(logging.WARNING):
+        call_langfuse(Flaky([error]), what="read observations", retry_policy=FAST)
+    assert "attempt 1 of 3 (HTTP 502" in caplog.text
+    assert secret not in caplog.text
+
+
+def test_wait_honours_retry_after() -> None:
+    policy = RetryPolicy(attempts=2, initial_wait_s=0.0, max_wait_s=0.2, max_total_wait_s=1.0)
+    error = ApiError(status_code=429, body="", headers={"Retry-After": "0.15"})
+    started = time.monotonic()
+    call_langfuse(Flaky([error]), what="read observations", retry_policy=policy)
+    assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ApiError(status_code=409, body=""), id="http-409"),
+        pytest.param(ValueError("bug"), id="value-error"),
+    ],
+)
+def test_other_errors_not_retried(error: Exception) -> None:
+    operation = Flaky([error])
+    with pytest.raises(type(error)):
+        call_langfuse(operation, what="read observations", retry_policy=FAST)
+    assert operation.calls == 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"attempts": 0}, id="no-attempts"),
+        pytest.param({"sdk_max_retries": -1}, id="negative-sdk-retries"),
+        pytest.param({"initial_wait_s": -1.0}, id="negative-wait"),
+    ],
+)
+def test_invalid_retry_policy_rejected(values: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="Retry policy"):
+        RetryPolicy(**values)
+
+
+class BudgetedObservations(FilteringObservations):
+    """Raise HTTP 422 for ranges longer than ``max_span``, like a server out of its time budget."""
+
+    def __init__(self, rows: list[dict[str, Any]], max_span: timedelta) -> None:
+        super().__init__(rows)
+        self.max_span = max_span
+        self.answered: list[tuple[datetime, datetime]] = []
+
+    def get_many(self, **kwargs: Any) -> ObservationsV2Response:
+        start, end = (parse_timestamp(c["value"]) for c in json.loads(kwargs["filter"])[2:])
+        if end - start > self.max_span:
+            raise ApiError(status_code=422, body={"message": "query out of time budget"})
+        self.answered.append((start, end))
+        return super().get_many(**kwargs)
+
+
+class BudgetedApi:
+    def __init__(self, rows: list[dict[str, Any]], max_span: timedelta) -> None:
+        self.observations = BudgetedObservations(rows, max_span)
+
+
+SPREAD_ROWS = [
+    row(f"o{hour}", f"t{hour}", f"2026-12-0{3 + (5 + hour) // 24}T{(5 + hour) % 24:02d}:30:00Z")
+    for hour in range(23, -1, -1)
+]
+
+
+def test_split_read_equals_whole() -> None:
+    whole = list_window_traces(FilteringApi(SPREAD_ROWS), tag=TAG, window=WINDOW)
+    budgeted = BudgetedApi(SPREAD_ROWS, timedelta(hours=5))
+    assert list_window_traces(budgeted, tag=TAG, window=WINDOW) == whole
+
+
+def test_split_ranges_tile_window() -> None:
+    budgeted = BudgetedApi(SPREAD_ROWS, timedelta(hours=5))
+    list_window_traces(budgeted, tag=TAG, window=WINDOW)
+    ranges = sorted(budgeted.observations.answered)
+    edges = [WINDOW.start + timedelta(hours=3 * step) for step in range(9)]
+    assert ranges == list(itertools.pairwise(edges))
+
+
+def test_split_fetch_equals_whole() -> None:
+    refs = list_window_traces(FilteringApi(SPREAD_ROWS), tag=TAG, window=WINDOW)
+    page = plan_pages(refs, page_size=24, max_traces=None).pages[0]
+    whole = fetch_page(FilteringApi(SPREAD_ROWS), tag=TAG, window=WINDOW, page=page)
+    budgeted = BudgetedApi(SPREAD_ROWS, timedelta(hours=5))
+    assert fetch_page(budgeted, tag=TAG, window=WINDOW, page=page) == whole
+
+
+def test_split_stops_at_minimum_span() -> None:
+    budgeted = BudgetedApi(SPREAD_ROWS, timedelta(0))
+    with pytest.raises(TransientError, match="minimum span of 3600 s"):
+        list_window_traces(budgeted, tag=TAG, window=WINDOW, min_split_span=timedelta(hours=1))
 
 
 def test_walk_propagates_auth_error() -> None:

@@ -26,6 +26,7 @@ from include.langfuse_eval.scores import (
     SCORE_BATCH_SIZE,
     RunContext,
     build_score_requests,
+    describe_rejection,
     read_trace_scores,
     score_id,
     score_trace_id,
@@ -312,15 +313,69 @@ def test_rejection_names_errors() -> None:
 
 
 def test_rejection_gives_counts() -> None:
-    with pytest.raises(ScoreWriteRejected, match=r"rejected 2 of 3 scores \(accepted 1\)"):
+    with pytest.raises(ScoreWriteRejected, match=r"rejected 2 of 3 scores"):
         write_scores(FakeApi([rejection()]), many_requests(3))
 
 
-def test_rejection_stops_later_batches() -> None:
+def test_rejection_still_sends_later_batches() -> None:
     api = FakeApi([rejection()])
     with pytest.raises(ScoreWriteRejected):
         write_scores(api, many_requests(SCORE_BATCH_SIZE + 1))
-    assert len(api.scores.batches) == 1
+    assert len(api.scores.batches) == 2
+
+
+def indexed_rejection() -> Any:
+    """Parse a 207 reply whose errors give the position of each rejected score."""
+    return parse_obj_as(
+        CreateScoresResponse,
+        {
+            "accepted": 2,
+            "rejected": 1,
+            "errors": [{"message": "scores[1]: score 'joyfulness': value out of range"}],
+        },
+    )
+
+
+def test_rejection_names_trace_and_score() -> None:
+    with pytest.raises(ScoreWriteRejected, match="trace trace-1 score 'joyfulness'"):
+        write_scores(FakeApi([indexed_rejection()]), many_requests(3))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param("scores[7]: out of range", id="index-beyond-batch"),
+        pytest.param("no position here", id="no-index"),
+    ],
+)
+def test_rejection_keeps_plain_message(message: str) -> None:
+    assert describe_rejection(many_requests(2), message) == message
+
+
+def test_rejection_lists_at_most_twenty() -> None:
+    errors = [{"message": f"scores[{index}]: rejected"} for index in range(25)]
+    reply = parse_obj_as(CreateScoresResponse, {"accepted": 0, "rejected": 25, "errors": errors})
+    with pytest.raises(ScoreWriteRejected, match="and 5 more"):
+        write_scores(FakeApi([reply]), many_requests(25))
+
+
+def test_invalid_batch_size_rejected() -> None:
+    with pytest.raises(ValueError, match="batch size"):
+        write_scores(FakeApi(), many_requests(1), batch_size=0)
+
+
+def test_write_passes_timeout() -> None:
+    api = FakeApi()
+    recorded: list[Any] = []
+    original = api.scores.create
+
+    def create(**kwargs: Any) -> Any:
+        recorded.append(kwargs["request_options"])
+        return original(**kwargs)
+
+    api.scores.create = create  # type: ignore[method-assign]
+    write_scores(api, many_requests(1), timeout_s=0.5)
+    assert recorded[0]["timeout_in_seconds"] == 0.5
 
 
 def test_zero_rejected_counts_written() -> None:
