@@ -38,7 +38,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from langfuse_eval_connections import judge_settings, langfuse_settings
+from langfuse_eval_connections import (
+    LANGFUSE_CONN_ID,
+    OPENAI_CONN_ID,
+    judge_settings,
+    langfuse_settings,
+)
 
 from include.langfuse_eval import EVALUATOR_VERSION
 from include.langfuse_eval.errors import PermanentError
@@ -133,6 +138,14 @@ PARAMS = {
         maximum=168,
         description="Hours to read before the window start, so late traces get scored once.",
     ),
+    "defer_minutes": Param(
+        60,
+        type="number",
+        minimum=0,
+        maximum=1440,
+        description="Traces without output that started this close to the window end are "
+        "deferred to the next run (keep lookback_hours longer), not skipped.",
+    ),
     "max_judge_error_ratio": Param(
         0.2,
         type="number",
@@ -152,7 +165,10 @@ PARAMS = {
 
 def _fail_permanently(error: PermanentError) -> AirflowFailException:
     """Turn a permanent error into a failure that Airflow does not retry."""
-    return AirflowFailException(str(error))
+    return AirflowFailException(
+        f"{error} This DAG reads Langfuse through connection {LANGFUSE_CONN_ID!r} and the "
+        f"judge through {OPENAI_CONN_ID!r}."
+    )
 
 
 def read_window(window: dict[str, str], params: dict[str, Any]) -> Window:
@@ -216,7 +232,8 @@ def langfuse_external_eval() -> None:
             window = resolve_run_window(get_current_context())
         except PermanentError as error:
             raise _fail_permanently(error) from error
-        log.info("Evaluating window %s", window.to_dict())
+        params = dict(get_current_context()["params"])
+        log.info("Evaluating window %s with params %s", window.to_dict(), params)
         return window.to_dict()
 
     @task(pool=LANGFUSE_POOL)
@@ -258,6 +275,8 @@ def langfuse_external_eval() -> None:
                 evaluator_version=EVALUATOR_VERSION,
                 force=params["force"],
                 redact_text=params["redact"],
+                defer_after=Window.from_dict(window).end
+                - timedelta(minutes=float(params["defer_minutes"])),
             )
         except PermanentError as error:
             raise _fail_permanently(error) from error

@@ -9,6 +9,9 @@ Both can come from ``AIRFLOW_CONN_*`` environment variables.
 
 from __future__ import annotations
 
+import logging
+from urllib.parse import urlsplit
+
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
@@ -16,6 +19,9 @@ from airflow.sdk.log import mask_secret
 from include.langfuse_eval.errors import ConfigurationError
 from include.langfuse_eval.settings import DEFAULT_JUDGE_MODEL, JudgeSettings, LangfuseSettings
 
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LANGFUSE_CONN_ID = "langfuse_default"
 OPENAI_CONN_ID = "openai_default"
 
@@ -37,10 +43,17 @@ def langfuse_settings(conn_id: str = LANGFUSE_CONN_ID) -> LangfuseSettings:
         mask_secret(conn.password)
     host = conn.host or ""
     if host and "://" not in host:
-        # A URI-form connection such as http://login:password@host:port splits the URL.
-        scheme = conn.conn_type if conn.conn_type in ("http", "https") else "https"
+        # A URI-form connection such as http://login:password@host:port splits the URL, and
+        # its scheme becomes the connection type. Any other host without a scheme gets https.
+        scheme = "http" if conn.conn_type == "http" else "https"
         port = f":{conn.port}" if conn.port else ""
         host = f"{scheme}://{host}{port}"
+    if host.startswith("http://") and urlsplit(host).hostname not in LOOPBACK_HOSTS:
+        log.warning(
+            "Connection %s sends the Langfuse keys over plain http to %s: use https",
+            conn_id,
+            urlsplit(host).hostname,
+        )
     return LangfuseSettings(host=host, public_key=conn.login or "", secret_key=conn.password or "")
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from langfuse.api import LangfuseAPI
 from include.langfuse_eval.extraction import extract_output
 from include.langfuse_eval.scores import read_trace_scores
 from stack.process import REPO_ROOT, ServerProcess, free_port, start_server
+from stack.seed import SeedFileError, load_records
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,10 @@ def read_run_summary(run_id: str | None = None) -> tuple[str, str, dict[str, Any
 
 def print_table(trace_rows: list[dict[str, Any]]) -> None:
     """Print one line per trace: id, tone, joyfulness and the start of the reason."""
-    print(f"{'trace':<14} {'tone':<11} {'joyful':>6}  reason")
+    print(f"{'trace':<14} {'tone':<11} {'joyfulness':>10}  reason")
     for row in trace_rows:
         joy = "-" if row["joyfulness"] is None else f"{row['joyfulness']:.2f}"
-        print(f"{row['trace_id'][:12]:<14} {row['tone'] or '-':<11} {joy:>6}  {row['reason']}")
+        print(f"{row['trace_id'][:12]:<14} {row['tone'] or '-':<11} {joy:>10}  {row['reason']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"Demo data file {args.data} not found: set DEMO_DATA to a JSON Lines file.")
         return 2
+    try:
+        load_records(args.data)
+    except SeedFileError as error:
+        print(f"error: {error}")
+        return 2
+    # A SIGTERM ends the demo through the finally clauses, which stop both servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     state_dir: Path = args.state_dir
+    (state_dir / "summary.json").unlink(missing_ok=True)
     shutil.rmtree(state_dir / "langfuse", ignore_errors=True)
     (state_dir / "langfuse").mkdir(parents=True)
     keys = {
@@ -145,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
             "LANGFUSE_SECRET_KEY": keys["secret"],
             "LANGFUSE_BASE_URL": langfuse.base_url,
         }
-        subprocess.run(
+        seeded = subprocess.run(
             [sys.executable, "-m", "stack.seed", "--file", str(args.data), "--tag", DEFAULT_TAG],
             env=seed_env,
-            check=True,
+            check=False,
         )
+        if seeded.returncode != 0:
+            print(f"Seeding failed with exit code {seeded.returncode}; see the message above.")
+            return seeded.returncode
 
         window_start, window_end = window_holding(datetime.now(ZoneInfo("UTC")), timezone)
         print(f"Running {DAG_ID} for the window {window_start} to {window_end}")
@@ -157,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         test_log = state_dir / "dags-test.log"
         with test_log.open("w") as log_file:
             completed = subprocess.run(
-                ["airflow", "dags", "test", DAG_ID, window_end.isoformat()],
+                [
+                    "airflow",
+                    "dags",
+                    "test",
+                    DAG_ID,
+                    window_end.isoformat(),
+                    # Evaluate every seeded trace, not only the daily default of 50.
+                    "--conf",
+                    json.dumps({"max_traces": None}),
+                ],
                 env=run_env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option that signals a child when its parent dies."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -114,6 +118,18 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _terminate_with_parent() -> None:
+    """Ask Linux to send SIGTERM to the server when the process that started it dies.
+
+    Without it, a demo or test run killed with SIGKILL leaves its servers listening.
+    Elsewhere than Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_server(
     module: str,
     port: int,
@@ -161,6 +177,7 @@ def start_server(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=_terminate_with_parent,
         )
     server = ServerProcess(popen=popen, port=port, log_path=log_path)
     url = f"{server.base_url}{health_path}"

@@ -59,6 +59,9 @@ class SkipReason(str, Enum):
     EMPTY_OUTPUT = "empty_output"
     UNSUPPORTED_OUTPUT = "unsupported_output"
     NOT_FOUND = "not_found"
+    DEFERRED = "deferred"
+    """No output yet, but the trace started so close to the window's end that it may still be
+    running: a later run with a lookback reads it again."""
 
 
 class _TooDeep:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
+from include.langfuse_eval.errors import TransientError
 from include.langfuse_eval.observations import list_window_traces
 from include.langfuse_eval.planning import FetchedPage, PageSpec, Plan, fetch_page, plan_pages
 from include.langfuse_eval.redaction import redact
@@ -24,6 +28,19 @@ from include.langfuse_eval.verdicts import Verdict
 from include.langfuse_eval.window import Window
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def naming_host(settings: LangfuseSettings) -> Iterator[None]:
+    """Add the Langfuse host to a transient error, so a wrong host is easy to spot."""
+    try:
+        yield
+    except TransientError as error:
+        raise TransientError(
+            f"{error} Langfuse host: {settings.host}. If this repeats, check the host of the "
+            "Langfuse connection."
+        ) from error
+
 
 JOYFULNESS = "joyfulness"
 EVALUATORS = (TONE, JOYFULNESS)
@@ -38,7 +55,8 @@ def plan_run(
     max_traces: int | None,
 ) -> Plan:
     """List the window's tagged traces and split them into pages."""
-    traces = list_window_traces(langfuse.api(), tag=tag, window=window)
+    with naming_host(langfuse):
+        traces = list_window_traces(langfuse.api(), tag=tag, window=window)
     plan = plan_pages(traces, page_size=page_size, max_traces=max_traces)
     log.info(
         "Window %s to %s: %d traces found, %d planned in %d pages of up to %d",
@@ -88,6 +106,7 @@ def fetch(
     evaluator_version: str,
     force: bool = False,
     redact_text: bool = True,
+    defer_after: datetime | None = None,
 ) -> PageWork:
     """Fetch one page's traces, extract the texts, and skip what is already scored.
 
@@ -100,7 +119,8 @@ def fetch(
     scores are replaced, not duplicated.
     """
     api = langfuse.api()
-    fetched = fetch_page(api, tag=tag, window=window, page=page)
+    with naming_host(langfuse):
+        fetched = fetch_page(api, tag=tag, window=window, page=page, defer_after=defer_after)
     redactions: Counter[str] = Counter()
     items = []
     for item in fetched.items:
@@ -113,7 +133,8 @@ def fetch(
     if redactions:
         log.info("Page %d: redacted %s in output texts", page.index, dict(redactions))
     trace_ids = [item.trace_id for item in fetched.items]
-    existing = {} if force or not trace_ids else scored_versions(api, trace_ids)
+    with naming_host(langfuse):
+        existing = {} if force or not trace_ids else scored_versions(api, trace_ids)
     judging = plan_judging(
         trace_ids,
         evaluators=evaluators,
@@ -229,7 +250,8 @@ def push(
     if dry_run:
         log.info("Page %d: dry run, %d scores not written", page.index, len(requests))
         return report
-    written = write_scores(langfuse.api(), requests)
+    with naming_host(langfuse):
+        written = write_scores(langfuse.api(), requests)
     report.scores_written = written.written
     log.info("Page %d: wrote scores %s", page.index, written.written)
     return report
@@ -265,10 +287,12 @@ def summarize(
     return {
         "traces_found": traces_found,
         "traces_planned": traces_planned,
+        "over_max_traces": traces_found - traces_planned,
         "pages": pages,
         "pages_reported": len(reports),
         "evaluated": evaluated,
         "skipped": dict(sorted(skipped.items())),
+        "deferred": skipped.get("deferred", 0),
         "already_scored": dict(sorted(already_scored.items())),
         "judged": dict(sorted(judged.items())),
         "redactions": dict(sorted(redactions.items())),

@@ -111,6 +111,13 @@ def plan_pages(
         )
     refs = [_as_ref(trace) for trace in traces]
     planned = refs if max_traces is None else refs[:max_traces]
+    if len(planned) < len(refs):
+        log.warning(
+            "%d of %d traces are over max_traces=%d and are not evaluated in this run",
+            len(refs) - len(planned),
+            len(refs),
+            max_traces,
+        )
     size = effective_page_size(len(planned), page_size, max_pages)
     pages = []
     for index, offset in enumerate(range(0, len(planned), size)):
@@ -173,13 +180,15 @@ def fetch_page(
     timeout_s: float | None = None,
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     min_split_span: timedelta = MIN_SPLIT_SPAN,
+    defer_after: datetime | None = None,
 ) -> FetchedPage:
     """Read the traces that a page owns, with their input and output, and extract the texts.
 
     A trace whose root observation is gone is skipped as ``not_found``; one without output
-    text is skipped with the reason from :func:`extract_output`. The read splits its time
-    range when the server runs out of its time budget (HTTP 422), see
-    :func:`include.langfuse_eval.observations.read_time_range`.
+    text is skipped with the reason from :func:`extract_output`, unless it started at or after
+    ``defer_after``: then it is ``deferred``, because its output may still be on its way.
+    The read splits its time range when the server runs out of its time budget (HTTP 422),
+    see :func:`include.langfuse_eval.observations.read_time_range`.
 
     Args:
         api: The SDK client.
@@ -190,6 +199,8 @@ def fetch_page(
         retry_policy: Retries of each request, see
             :func:`include.langfuse_eval.observations.call_langfuse`.
         min_split_span: Shortest range that a 422 reply splits.
+        defer_after: Start time from which a trace without output is deferred, not skipped;
+            None defers nothing.
     """
     newest = min(parse_timestamp(page.newest_start), window.end)
     oldest = max(parse_timestamp(page.oldest_start), window.start)
@@ -222,6 +233,9 @@ def fetch_page(
         output_text, reason = extract_output(root.output)
         if output_text is None:
             assert reason is not None
+            no_output = reason in (SkipReason.MISSING_OUTPUT, SkipReason.EMPTY_OUTPUT)
+            if no_output and defer_after is not None and root.start_time >= defer_after:
+                reason = SkipReason.DEFERRED
             fetched.skipped.setdefault(reason.value, []).append(trace_id)
             log.warning("Trace %s skipped: %s", trace_id, reason.value)
             continue

@@ -66,6 +66,7 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "force": False,
     "redact": True,
     "lookback_hours": 2,
+    "defer_minutes": 60,
     "max_judge_error_ratio": 0.2,
     "judge_concurrency": 8,
 }
@@ -318,6 +319,7 @@ def test_param_resolves_without_value(dag: DAG, name: str) -> None:
         pytest.param("force", "yes", id="force-string"),
         pytest.param("redact", "no", id="redact-string"),
         pytest.param("lookback_hours", -1, id="lookback-negative"),
+        pytest.param("defer_minutes", -5, id="defer-negative"),
         pytest.param("max_judge_error_ratio", 1.5, id="error-ratio-above-one"),
     ],
 )

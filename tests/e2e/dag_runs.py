@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,19 @@ from include.langfuse_eval.scores import read_trace_scores
 
 DAG_ID = "langfuse_external_eval"
 
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / f"{DAG_ID}.py"
+
 _run_counter = itertools.count(1)
+
+
+@cache
+def default_params() -> dict[str, Any]:
+    """Return the param defaults written in the DAG file."""
+    spec = importlib.util.spec_from_file_location("dag_file_for_defaults", DAG_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {name: param.value for name, param in module.PARAMS.items()}
 
 
 def window_end_after(moment: datetime) -> datetime:
@@ -31,7 +46,10 @@ def run_dag(dag: Any, local_stack: Any, conf: dict[str, Any], run_after: datetim
     ``dag.test()`` reuses an existing run, conf included, when the logical date repeats, so
     each call moves the logical date a few seconds past ``run_after``. A manual run's window
     is the last complete one before its logical date, so the window stays the same.
+    Params set by an earlier ``dag.test()`` in the same process carry over to later runs, so
+    every call passes every param, the defaults of the DAG file filled in.
     """
+    conf = {**default_params(), **conf}
     logical_date = run_after + timedelta(seconds=next(_run_counter))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in local_stack.connection_env().items():
@@ -66,3 +84,16 @@ def score_writes(local_stack: Any) -> int:
     """Return how many score batches the local Langfuse server has received."""
     stats = httpx.get(f"{local_stack.langfuse.base_url}/_stack/stats", timeout=10).json()
     return stats["requests"].get("POST /api/public/scores", 0)
+
+
+def run_summary(run_id: str) -> dict[str, Any] | None:
+    """Return the summary that ``summarize_run`` returned in a run, or None."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=run_id, dag_ids=DAG_ID, task_ids="summarize_run", key="return_value"
+        )
+        row = session.scalars(query).first()
+        return XComModel.deserialize_value(row) if row is not None else None

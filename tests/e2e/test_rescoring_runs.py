@@ -7,11 +7,12 @@ stamps spans with the current time.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from dag_runs import judge_requests, run_dag, score_writes, scores_by_trace
+from dag_runs import judge_requests, run_dag, run_summary, score_writes, scores_by_trace
 
 from include.langfuse_eval.scores import read_trace_scores
 from stack.otlp import TraceRecord, send_traces
@@ -135,3 +136,43 @@ def test_late_trace_scored_next_run(dag, local_stack, api, backfill_days):
     assert again.state == "success"
     assert judge_requests(local_stack) - judge_before == 2
     assert scores_by_trace(api, [late])[late] == Counter({"tone": 1, "joyfulness": 1})
+
+
+def test_empty_output_near_end_deferred(dag, local_stack, api):
+    tag = "deferred-outputs"
+    day = datetime(2026, 11, 25, 5, tzinfo=UTC)
+    next_day = day + timedelta(days=1)
+    record = TraceRecord(
+        start_time=next_day - timedelta(minutes=20),
+        input="Tell me about auroras",
+        output="",
+        tags=(tag,),
+    )
+    early = TraceRecord(
+        start_time=day + timedelta(hours=3), input="And comets?", output="", tags=(tag,)
+    )
+    base_url, public, secret = (
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+    )
+    [late_id, early_id] = send_traces(base_url, public, secret, [record, early])
+
+    first = run_dag(dag, local_stack, {"tag": tag, "lookback_hours": 0}, next_day)
+    # The output arrives after the first run, on another root observation of the same trace.
+    send_traces(
+        base_url,
+        public,
+        secret,
+        [replace(record, output="Auroras are solar wind painting the sky green! Magical!")],
+    )
+    second = run_dag(dag, local_stack, {"tag": tag}, next_day + timedelta(days=1))
+
+    assert first.state == "success"
+    assert second.state == "success"
+    first_summary = run_summary(first.run_id)
+    assert first_summary["skipped"] == {"deferred": 1, "empty_output": 1}
+    assert first_summary["deferred"] == 1
+    counts = scores_by_trace(api, [late_id, early_id])
+    assert counts[late_id] == Counter({"tone": 1, "joyfulness": 1})
+    assert counts[early_id] == Counter()
