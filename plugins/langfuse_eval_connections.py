@@ -3,7 +3,8 @@
 Secrets reach the library only through here: ``langfuse_default`` holds the Langfuse host, the
 public key as login and the secret key as password; ``openai_default`` is an OpenAI provider
 connection with the API key as password, an optional base URL as host (or
-``openai_client_kwargs.base_url`` in the extra) and an optional ``model`` in the extra.
+``openai_client_kwargs.base_url`` in the extra) and optional ``model``, ``timeout`` (seconds)
+and ``max_retries`` in the extra.
 Both can come from ``AIRFLOW_CONN_*`` environment variables.
 """
 
@@ -17,7 +18,13 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
 from include.langfuse_eval.errors import ConfigurationError
-from include.langfuse_eval.settings import DEFAULT_JUDGE_MODEL, JudgeSettings, LangfuseSettings
+from include.langfuse_eval.settings import (
+    DEFAULT_JUDGE_MAX_RETRIES,
+    DEFAULT_JUDGE_MODEL,
+    DEFAULT_JUDGE_TIMEOUT_S,
+    JudgeSettings,
+    LangfuseSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +77,6 @@ def judge_settings(conn_id: str = OPENAI_CONN_ID) -> JudgeSettings:
         api_key=api_key,
         model=str(extras.get("model") or DEFAULT_JUDGE_MODEL),
         base_url=base_url,
+        timeout_s=float(extras.get("timeout") or DEFAULT_JUDGE_TIMEOUT_S),
+        max_retries=int(extras.get("max_retries", DEFAULT_JUDGE_MAX_RETRIES)),
     )

@@ -40,19 +40,26 @@ def window_end_after(moment: datetime) -> datetime:
     return end if end > moment else end + timedelta(days=1)
 
 
-def run_dag(dag: Any, local_stack: Any, conf: dict[str, Any], run_after: datetime) -> Any:
+def run_dag(
+    dag: Any,
+    local_stack: Any,
+    conf: dict[str, Any],
+    run_after: datetime,
+    env: dict[str, str] | None = None,
+) -> Any:
     """Run the DAG once with ``dag.test()`` and return the DagRun.
 
     ``dag.test()`` reuses an existing run, conf included, when the logical date repeats, so
     each call moves the logical date a few seconds past ``run_after``. A manual run's window
     is the last complete one before its logical date, so the window stays the same.
     Params set by an earlier ``dag.test()`` in the same process carry over to later runs, so
-    every call passes every param, the defaults of the DAG file filled in.
+    every call passes every param, the defaults of the DAG file filled in. ``env`` overrides
+    the connection variables.
     """
     conf = {**default_params(), **conf}
     logical_date = run_after + timedelta(seconds=next(_run_counter))
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in local_stack.connection_env().items():
+        for name, value in {**local_stack.connection_env(), **(env or {})}.items():
             patch.setenv(name, value)
         return dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf)
 

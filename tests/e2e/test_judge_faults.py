@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -81,6 +82,30 @@ def test_rate_limit_waited_for(dag, local_stack, api, judge_faults):
     assert dag_run.state == "success"
     assert time.monotonic() - started >= 1.4
     assert judge_requests(local_stack) - requests_before == 2
+    assert scores_by_trace(api, [trace_id])[trace_id] == Counter({"tone": 1, "joyfulness": 1})
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param({"status": 503, "times": 2}, id="service-unavailable"),
+        pytest.param({"status": 500, "times": 1}, id="server-error"),
+        pytest.param({"status": None, "delay_s": 3.0, "times": 1}, id="read-timeout"),
+        pytest.param({"status": None, "drop_connection": True, "times": 2}, id="dropped"),
+    ],
+)
+def test_transient_judge_fault_retried(dag, local_stack, api, judge_faults, rule):
+    tag = f"judge-transient-{rule.get('status')}-{'drop' if 'drop_connection' in rule else 'x'}"
+    now, trace_id = seed_one(local_stack, tag)
+    judge_faults({"method": "POST", "path_prefix": COMPLETIONS, **rule})
+
+    judge_conn = json.loads(local_stack.connection_env()["AIRFLOW_CONN_OPENAI_DEFAULT"])
+    judge_conn["extra"]["timeout"] = 1.5
+    env = {"AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(judge_conn)}
+
+    dag_run = run_dag(dag, local_stack, conf_for(tag, now), window_end_after(now), env=env)
+
+    assert dag_run.state == "success"
     assert scores_by_trace(api, [trace_id])[trace_id] == Counter({"tone": 1, "joyfulness": 1})
 
 
