@@ -21,8 +21,8 @@ Options and environment:
   `gpt-4.1-mini`). Replies echo whatever model the request names.
 
 Routes: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions` (also
-`/chat/completions`), `GET|DELETE /_judge/stats`, and the `/_stack/` fault and latency admin
-routes of `stack.faults`.
+`/chat/completions`), `GET|DELETE /_judge/stats`, `GET|POST|DELETE /_judge/script`, and the
+`/_stack/` fault and latency admin routes of `stack.faults`.
 
 Requests are sorted into kinds, each with its own deterministic reply:
 
@@ -47,6 +47,29 @@ Whenever the request carries a json_schema `response_format`, the reply content 
 object shaped by that schema. Properties whose names match the recognised kind's fields get
 that kind's values. All others get placeholders: the first enum value, the minimum number, a
 short string, the minimum array length.
+
+Scripted replies (for tests only) replace the heuristic reply of chosen requests, so tests can
+send the judges malformed or hostile replies through the real SDKs::
+
+    POST /_judge/script {"replies": [{"kind": "tone", "content": "Sure! Joyful.",
+                                      "finish_reason": "length", "logprobs": false,
+                                      "refusal": null}]}
+
+- Replies wait in one first-in, first-out queue. A chat completion takes the oldest queued
+  reply whose `kind` equals the request's kind (one of `KINDS`) or is `any`. A request that
+  matches none gets its normal heuristic reply.
+- `content` (string or null, default "") is served verbatim as the message content, with no
+  schema fitting. `finish_reason` defaults to "stop". `refusal` (default null) fills
+  `message.refusal`. `logprobs` (default true) allows token logprobs when the request asks
+  for them; false serves `logprobs: null` even then. When the content is JSON with a numeric
+  `score` written as a whole token, that token's alternatives are the digits 0-10 on the
+  same normal curve as a heuristic reply, centred on the scripted score, so a score of 11 gets
+  a curve whose weighted mean is close to 10.
+- `POST` returns `{"queued": N}` (replies waiting), `GET` returns `{"replies": [...]}`, and
+  `DELETE` clears the queue and returns `{"cleared": N}`. A body that is not a list of such
+  objects gets a 400 and queues nothing.
+- Scripted replies count in `/_judge/stats` like the others (by the request's kind, with
+  their token estimates) and also in `scripted`.
 """
 
 from __future__ import annotations
@@ -121,12 +144,14 @@ class JudgeStats:
         prompt_tokens: Sum of estimated prompt tokens.
         completion_tokens: Sum of estimated completion tokens.
         rate_limited: Requests rejected by the requests-per-minute cap.
+        scripted: Replies served from the `/_judge/script` queue.
     """
 
     requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     prompt_tokens: int = 0
     completion_tokens: int = 0
     rate_limited: int = 0
+    scripted: int = 0
 
     def reset(self) -> None:
         """Set every counter back to zero."""
@@ -134,6 +159,7 @@ class JudgeStats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.rate_limited = 0
+        self.scripted = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters in the shape of `GET /_judge/stats`.
@@ -146,6 +172,7 @@ class JudgeStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "rate_limited": self.rate_limited,
+            "scripted": self.scripted,
         }
 
 
@@ -186,6 +213,125 @@ class RateLimiter:
     def used(self) -> int:
         """Requests recorded in the current window."""
         return len(self._times)
+
+
+SCRIPT_KINDS: tuple[str, ...] = (*KINDS, "any")
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    """One reply queued through `POST /_judge/script`.
+
+    Attributes:
+        kind: The request kind it replies to, or "any".
+        content: The message content, served verbatim; None serves `content: null`.
+        finish_reason: The choice's `finish_reason`.
+        logprobs: Whether token logprobs may be served when the request asks for them.
+        refusal: The message's `refusal` text, if any.
+    """
+
+    kind: str
+    content: str | None = ""
+    finish_reason: str = "stop"
+    logprobs: bool = True
+    refusal: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> ScriptedReply:
+        """Parse one entry of a script body.
+
+        Args:
+            value: One element of the body's `replies` list.
+
+        Returns:
+            The parsed reply.
+
+        Raises:
+            ValueError: The entry has an unknown key, kind or value type.
+        """
+        if not isinstance(value, dict):
+            raise ValueError("each reply must be an object")
+        unknown = sorted(set(value) - {"kind", "content", "finish_reason", "logprobs", "refusal"})
+        if unknown:
+            raise ValueError(f"unknown reply keys: {unknown}")
+        kind = value.get("kind", "any")
+        if kind not in SCRIPT_KINDS:
+            raise ValueError(f"kind must be one of {list(SCRIPT_KINDS)}")
+        content = value.get("content", "")
+        refusal = value.get("refusal")
+        finish_reason = value.get("finish_reason", "stop")
+        logprobs = value.get("logprobs", True)
+        if content is not None and not isinstance(content, str):
+            raise ValueError("content must be a string or null")
+        if refusal is not None and not isinstance(refusal, str):
+            raise ValueError("refusal must be a string or null")
+        if not isinstance(finish_reason, str) or not finish_reason:
+            raise ValueError("finish_reason must be a non-empty string")
+        if not isinstance(logprobs, bool):
+            raise ValueError("logprobs must be true or false")
+        return cls(kind, content, finish_reason, logprobs, refusal)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the reply in the shape of a script body entry.
+
+        Returns:
+            The reply as a JSON-ready dict.
+        """
+        return {
+            "kind": self.kind,
+            "content": self.content,
+            "finish_reason": self.finish_reason,
+            "logprobs": self.logprobs,
+            "refusal": self.refusal,
+        }
+
+
+class ReplyScript:
+    """First-in, first-out queue of scripted replies, taken by matching requests."""
+
+    def __init__(self) -> None:
+        """Create an empty queue."""
+        self._replies: list[ScriptedReply] = []
+
+    def add(self, replies: Sequence[ScriptedReply]) -> int:
+        """Queue replies after those already waiting.
+
+        Args:
+            replies: The replies, in the order they should be served.
+
+        Returns:
+            How many replies are waiting now.
+        """
+        self._replies.extend(replies)
+        return len(self._replies)
+
+    def take(self, kind: str) -> ScriptedReply | None:
+        """Remove and return the oldest reply for a request kind.
+
+        Args:
+            kind: The request's kind, one of `KINDS`.
+
+        Returns:
+            The oldest reply whose kind is `kind` or "any", or None when none waits.
+        """
+        for index, reply in enumerate(self._replies):
+            if reply.kind in (kind, "any"):
+                return self._replies.pop(index)
+        return None
+
+    def clear(self) -> int:
+        """Drop every waiting reply.
+
+        Returns:
+            How many replies were dropped.
+        """
+        dropped = len(self._replies)
+        self._replies.clear()
+        return dropped
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Return the waiting replies, oldest first, as script body entries."""
+        return [reply.as_dict() for reply in self._replies]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -473,6 +619,34 @@ def other_reply(body: dict[str, Any]) -> Reply:
     return Reply(content=content, fields={"answer": content})
 
 
+def scripted_reply(scripted: ScriptedReply) -> Reply:
+    """Wrap a scripted content, finding the score token that logprobs should weight.
+
+    Args:
+        scripted: The queued reply.
+
+    Returns:
+        The reply. Its score token is set only when the content is JSON (possibly inside
+        other text) with a numeric, non-boolean, finite `score` written as an integer.
+    """
+    content = scripted.content or ""
+    score: Any = None
+    start, end = content.find("{"), content.rfind("}")
+    if 0 <= start < end:
+        try:
+            parsed = json.loads(content[start : end + 1])
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            score = parsed.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return Reply(content=content)
+    token = json.dumps(score)
+    if not token.lstrip("-").isdigit():
+        return Reply(content=content)
+    return Reply(content=content, score_token=token, score_value=float(score))
+
+
 # --------------------------------------------------------------------------- schema filler
 
 
@@ -673,7 +847,7 @@ def build_logprobs(reply: Reply, content: str, top_logprobs: int) -> dict[str, A
     for index, token in enumerate(tokens):
         if index == score_index:
             curve = score_curve(reply.score_value, *reply.score_range)
-            chosen = next(lp for tok, lp in curve if tok == token)
+            chosen = dict(curve).get(token, 0.0)
             alternatives = [_entry(tok, lp) for tok, lp in curve]
             fillers = [t for t in FILLER_TOKENS if t not in dict(curve)]
             for offset, filler in enumerate(fillers):
@@ -714,8 +888,8 @@ def create_app(api_key: str, rpm: int = 0, model: str = DEFAULT_MODEL) -> FastAP
         model: Model id listed by `GET /v1/models`.
 
     Returns:
-        The FastAPI app. `app.state.judge_stats` contains the counters and `app.state.faults`
-        the fault state.
+        The FastAPI app. `app.state.judge_stats` contains the counters, `app.state.script`
+        the scripted-reply queue and `app.state.faults` the fault state.
 
     Raises:
         ValueError: If `api_key` is empty.
@@ -725,8 +899,10 @@ def create_app(api_key: str, rpm: int = 0, model: str = DEFAULT_MODEL) -> FastAP
     app = FastAPI(title="Offline judge (deterministic stand-in)", docs_url=None, redoc_url=None)
     stats = JudgeStats()
     limiter = RateLimiter(rpm)
+    script = ReplyScript()
     app.state.judge_stats = stats
     app.state.rate_limiter = limiter
+    app.state.script = script
     install_faults(app)
     serial = {"n": 0}
     expected = f"Bearer {api_key}".encode()
@@ -778,6 +954,41 @@ def create_app(api_key: str, rpm: int = 0, model: str = DEFAULT_MODEL) -> FastAP
         stats.reset()
         return stats.as_dict()
 
+    @app.get("/_judge/script")
+    async def get_script() -> dict[str, Any]:
+        return {"replies": script.pending()}
+
+    @app.post("/_judge/script")
+    async def add_script(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            logger.warning("rejected %s: invalid JSON body (%s)", request.url.path, exc)
+            return _error(400, "The script body is not valid JSON.", "invalid_request_error", None)
+        entries = body.get("replies") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            logger.warning("rejected %s: missing 'replies' list", request.url.path)
+            return _error(
+                400,
+                "Missing 'replies': send {'replies': [...]}.",
+                "invalid_request_error",
+                "invalid_script",
+            )
+        try:
+            replies = [ScriptedReply.from_json(entry) for entry in entries]
+        except ValueError as exc:
+            logger.warning("rejected %s: invalid scripted reply (%s)", request.url.path, exc)
+            return _error(
+                400, f"Invalid scripted reply: {exc}.", "invalid_request_error", "invalid_script"
+            )
+        queued = script.add(replies)
+        logger.info("queued %d scripted replies, %d waiting", len(replies), queued)
+        return {"queued": queued}
+
+    @app.delete("/_judge/script")
+    async def clear_script() -> dict[str, int]:
+        return {"cleared": script.clear()}
+
     async def chat_completions(request: Request) -> Any:
         denied = authorised(request)
         if denied is not None:
@@ -817,10 +1028,13 @@ def create_app(api_key: str, rpm: int = 0, model: str = DEFAULT_MODEL) -> FastAP
             )
 
         serial["n"] += 1
-        reply_body = complete(body, serial["n"])
+        scripted = script.take(classify_request(body))
+        reply_body = complete(body, serial["n"], scripted=scripted)
         kind = reply_body.pop("_kind")
         usage = reply_body["usage"]
         stats.requests[kind] += 1
+        if scripted is not None:
+            stats.scripted += 1
         stats.prompt_tokens += usage["prompt_tokens"]
         stats.completion_tokens += usage["completion_tokens"]
 
@@ -834,7 +1048,8 @@ def create_app(api_key: str, rpm: int = 0, model: str = DEFAULT_MODEL) -> FastAP
                 [type(m.get("content")).__name__ for m in body["messages"] if isinstance(m, dict)],
             )
         logger.info(
-            "served %s request %s: prompt_tokens=%d completion_tokens=%d",
+            "served %s%s request %s: prompt_tokens=%d completion_tokens=%d",
+            "scripted " if scripted is not None else "",
             kind,
             reply_body["id"],
             usage["prompt_tokens"],
@@ -877,28 +1092,39 @@ def _int_field(body: dict[str, Any], key: str, default: int) -> int:
     return int(value)
 
 
-def complete(body: dict[str, Any], serial: int = 0) -> dict[str, Any]:
+def complete(
+    body: dict[str, Any], serial: int = 0, scripted: ScriptedReply | None = None
+) -> dict[str, Any]:
     """Build the reply to one chat-completions request body.
 
     Args:
         body: The parsed request body.
         serial: Sequence number of the request, mixed into the reply id.
+        scripted: A queued reply to serve instead of the heuristic one.
 
     Returns:
         The chat.completion JSON, with an extra `_kind` key naming the request kind.
     """
     kind = classify_request(body)
-    reply = GENERATORS[kind](body)
     _, schema = _json_schema(body)
-    content = fit_to_schema(reply, schema) if schema is not None else reply.content
+    finish_reason, refusal, logprobs_allowed = "stop", None, True
+    content: str | None
+    if scripted is not None:
+        reply = scripted_reply(scripted)
+        content = scripted.content
+        finish_reason, refusal = scripted.finish_reason, scripted.refusal
+        logprobs_allowed = scripted.logprobs
+    else:
+        reply = GENERATORS[kind](body)
+        content = fit_to_schema(reply, schema) if schema is not None else reply.content
     messages = body.get("messages") or []
     prompt_text = "\n".join(
         _message_text(m.get("content")) for m in messages if isinstance(m, dict)
     )
     prompt_tokens = estimate_tokens(prompt_text)
-    completion_tokens = estimate_tokens(content)
+    completion_tokens = estimate_tokens(content or "")
     digest = hashlib.sha256(f"{serial}\n{prompt_text}".encode()).hexdigest()[:24]
-    want_logprobs = bool(body.get("logprobs"))
+    want_logprobs = bool(body.get("logprobs")) and logprobs_allowed
     choice_count = max(1, min(_int_field(body, "n", 1), 8))
     top_logprobs = _int_field(body, "top_logprobs", 0)
     choices = []
@@ -908,14 +1134,14 @@ def complete(body: dict[str, Any], serial: int = 0) -> dict[str, Any]:
             "message": {
                 "role": "assistant",
                 "content": content,
-                "refusal": None,
+                "refusal": refusal,
                 "annotations": [],
             },
-            "finish_reason": "stop",
+            "finish_reason": finish_reason,
             "logprobs": None,
         }
         if want_logprobs:
-            choice["logprobs"] = build_logprobs(reply, content, top_logprobs)
+            choice["logprobs"] = build_logprobs(reply, content or "", top_logprobs)
         choices.append(choice)
     return {
         "_kind": kind,

@@ -114,13 +114,14 @@ def admin(judge: Judge) -> Iterator[httpx.Client]:
 
 @pytest.fixture(autouse=True)
 def reset_admin_state(admin: httpx.Client) -> Iterator[None]:
-    """Reset the judge's counters before each test and its fault rules after it.
+    """Reset the judge's counters before each test, its faults and reply script after it.
 
     This replaces the package conftest fixture of the same name, which serves the local
     Langfuse server that these tests do not use.
     """
     admin.delete("/_judge/stats").raise_for_status()
     yield
+    admin.delete("/_judge/script").raise_for_status()
     admin.delete("/_stack/faults").raise_for_status()
     admin.post("/_stack/latency", json={"seconds": 0}).raise_for_status()
 
@@ -425,6 +426,97 @@ def test_fault_injection_installed(client: openai.OpenAI, admin: httpx.Client) -
     client.chat.completions.create(model=JUDGE_MODEL, messages=[{"role": "user", "content": "x"}])
     assert _stats(admin)["requests"]["other"] == 1
     assert admin.get("/_stack/stats").json()["faults_served"] >= 1
+
+
+def _script(admin: httpx.Client, *replies: dict[str, Any]) -> dict[str, Any]:
+    reply = admin.post("/_judge/script", json={"replies": list(replies)})
+    reply.raise_for_status()
+    return reply.json()
+
+
+def _say(client: openai.OpenAI, text: str = "hello", **extra: Any) -> Any:
+    return client.chat.completions.create(
+        model=JUDGE_MODEL, messages=[{"role": "user", "content": text}], **extra
+    )
+
+
+def test_script_serves_content_verbatim(client: openai.OpenAI, admin: httpx.Client) -> None:
+    _script(admin, {"kind": "tone", "content": "```json\nnot {json\n```"})
+    reply = _classify(client, JOYFUL_TEXT)
+    assert reply.choices[0].message.content == "```json\nnot {json\n```"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens > 0
+    stats = _stats(admin)
+    assert stats["requests"]["tone"] == 1
+    assert stats["scripted"] == 1
+
+
+def test_script_fifo_by_kind(client: openai.OpenAI, admin: httpx.Client) -> None:
+    normal = _classify(client, JOYFUL_TEXT).choices[0].message.content
+    queued = _script(
+        admin,
+        {"kind": "other", "content": "A"},
+        {"kind": "tone", "content": "B"},
+        {"kind": "any", "content": "C"},
+    )
+    assert queued == {"queued": 3}
+    assert _classify(client, JOYFUL_TEXT).choices[0].message.content == "B"
+    assert _classify(client, JOYFUL_TEXT).choices[0].message.content == "C"
+    assert _say(client).choices[0].message.content == "A"
+    assert _classify(client, JOYFUL_TEXT).choices[0].message.content == normal
+    assert _stats(admin)["scripted"] == 3
+
+
+def test_script_refusal_and_finish_reason(client: openai.OpenAI, admin: httpx.Client) -> None:
+    refusal = "I'm sorry, I can't help with that."
+    _script(admin, {"kind": "any", "content": None, "refusal": refusal, "finish_reason": "length"})
+    choice = _say(client).choices[0]
+    assert choice.message.content is None
+    assert choice.message.refusal == refusal
+    assert choice.finish_reason == "length"
+
+
+def test_script_can_withhold_logprobs(client: openai.OpenAI, admin: httpx.Client) -> None:
+    _script(admin, {"kind": "other", "content": '{"score": 7}', "logprobs": False})
+    assert _say(client, logprobs=True, top_logprobs=5).choices[0].logprobs is None
+
+
+def test_script_score_curve_follows_score(client: openai.OpenAI, admin: httpx.Client) -> None:
+    _script(admin, {"kind": "other", "content": '{"reason": "x", "score": 11}'})
+    tokens = _say(client, logprobs=True, top_logprobs=20).choices[0].logprobs.content
+    score = next(token for token in tokens if token.token == "11")
+    assert score.top_logprobs[0].token == "10"
+    assert {alt.token for alt in score.top_logprobs} >= {str(k) for k in range(11)}
+
+
+def test_script_non_finite_score_no_curve(client: openai.OpenAI, admin: httpx.Client) -> None:
+    _script(admin, {"kind": "other", "content": '{"reason": "x", "score": NaN}'})
+    tokens = _say(client, logprobs=True, top_logprobs=5).choices[0].logprobs.content
+    assert all(len(token.top_logprobs) == 1 for token in tokens)
+
+
+def test_script_delete_clears_queue(admin: httpx.Client) -> None:
+    _script(admin, {"kind": "tone", "content": "x"}, {"kind": "any"})
+    assert admin.get("/_judge/script").json()["replies"][1]["content"] == ""
+    assert admin.delete("/_judge/script").json() == {"cleared": 2}
+    assert admin.get("/_judge/script").json() == {"replies": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"replies": {"kind": "tone"}}, id="replies-not-list"),
+        pytest.param({"replies": [{"kind": "image"}]}, id="unknown-kind"),
+        pytest.param({"replies": [{"kind": "tone", "content": 3}]}, id="content-number"),
+        pytest.param({"replies": [{"kind": "tone", "logprobs": "no"}]}, id="logprobs-string"),
+        pytest.param({"replies": [{"kind": "tone", "status": 500}]}, id="unknown-key"),
+        pytest.param({"replies": [{"kind": "tone"}, "tone"]}, id="entry-not-object"),
+        pytest.param(["tone"], id="body-list"),
+    ],
+)
+def test_script_rejects_bad_body(admin: httpx.Client, body: Any) -> None:
+    assert admin.post("/_judge/script", json=body).status_code == 400
+    assert admin.get("/_judge/script").json() == {"replies": []}
 
 
 def test_exits_without_api_key() -> None:
