@@ -160,3 +160,32 @@ def test_permanent_judge_error_fails_fast(dag, local_stack, judge_faults, status
     tries = {ti.task_id: ti.try_number for ti in dag_run.get_task_instances()}
     assert tries["evaluate_page.judge_tone"] == 1
     assert elapsed < 30
+
+
+@pytest.fixture
+def judge_script(local_stack: Any) -> Iterator[Any]:
+    """Return a function that queues scripted judge replies; clear the queue after the test."""
+    url = f"{local_stack.judge.base_url}/_judge/script"
+
+    def queue(replies: list[dict[str, Any]]) -> None:
+        httpx.post(url, json={"replies": replies}, timeout=10).raise_for_status()
+
+    yield queue
+    httpx.delete(url, timeout=10).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("max_ratio", "state"),
+    [pytest.param(0.2, "failed", id="above-ratio"), pytest.param(0.6, "success", id="within")],
+)
+def test_judge_errors_never_scored(dag, local_stack, api, judge_script, max_ratio, state):
+    tag = f"judge-errors-{max_ratio}"
+    now, trace_id = seed_one(local_stack, tag)
+    # Both tone attempts get a reply outside the allowed labels: a judge error, not a score.
+    judge_script([{"kind": "tone", "content": '{"tones": ["sarcastic", "bored", "sleepy"]}'}] * 2)
+    conf = {**conf_for(tag, now), "max_judge_error_ratio": max_ratio}
+
+    dag_run = run_dag(dag, local_stack, conf, window_end_after(now))
+
+    assert dag_run.state == state
+    assert scores_by_trace(api, [trace_id])[trace_id] == Counter({"joyfulness": 1})

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from dag_runs import judge_requests, run_dag, run_summary, score_writes, scores_by_trace
+from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 
-from include.langfuse_eval.scores import read_trace_scores
+from include.langfuse_eval import EVALUATOR_VERSION
+from include.langfuse_eval.scores import read_trace_scores, score_id
 from stack.otlp import TraceRecord, send_traces
 
 pytestmark = pytest.mark.e2e
@@ -176,3 +178,43 @@ def test_empty_output_near_end_deferred(dag, local_stack, api):
     counts = scores_by_trace(api, [late_id, early_id])
     assert counts[late_id] == Counter({"tone": 1, "joyfulness": 1})
     assert counts[early_id] == Counter()
+
+
+def test_new_version_overwrites_in_place(dag, local_stack, api):
+    tag = "older-evaluator"
+    day = datetime(2026, 11, 27, 5, tzinfo=UTC)
+    [record] = day_records(day)[:1]
+    [trace_id] = send_traces(
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+        [replace(record, tags=(tag,))],
+    )
+    # Scores that an older evaluator version wrote, with the ids this project derives.
+    api.scores.create(
+        request=[
+            CreateScoreRequest(
+                id=score_id(trace_id, name),
+                trace_id=trace_id,
+                name=name,
+                value=value,
+                data_type=data_type,
+                metadata={"evaluator_version": "2020.1.1"},
+                timestamp=record.start_time,
+            )
+            for name, value, data_type in (
+                ("tone", "neutral", "CATEGORICAL"),
+                ("joyfulness", 0.5, "NUMERIC"),
+            )
+        ]
+    )
+    judge_before = judge_requests(local_stack)
+
+    dag_run = run_dag(dag, local_stack, {"tag": tag, "lookback_hours": 0}, day + timedelta(1))
+
+    assert dag_run.state == "success"
+    assert judge_requests(local_stack) - judge_before == 2
+    scores = read_trace_scores(api, [trace_id])[trace_id]
+    assert sorted(score.name for score in scores) == ["joyfulness", "tone"]
+    versions = {score.metadata["evaluator_version"] for score in scores}
+    assert versions == {EVALUATOR_VERSION}
