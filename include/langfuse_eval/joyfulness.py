@@ -50,6 +50,7 @@ from deepeval.metrics.g_eval import GEvalTemplate
 from deepeval.models import OpenAIModel
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
+from include.langfuse_eval.concurrency import AdaptiveLimit, observe_judge_reply
 from include.langfuse_eval.errors import AuthenticationError, JudgeReplyError, PermanentError
 from include.langfuse_eval.planning import TraceItem
 from include.langfuse_eval.settings import JudgeSettings
@@ -276,7 +277,8 @@ def build_judge_model(settings: JudgeSettings) -> SharedClientOpenAIModel:
     provider behind the DAG's back.
     """
     http_client = httpx.AsyncClient(
-        timeout=settings.timeout_s, event_hooks={"response": [_record_usage]}
+        timeout=settings.timeout_s,
+        event_hooks={"response": [_record_usage, observe_judge_reply]},
     )
     return SharedClientOpenAIModel(
         model=settings.model,
@@ -393,5 +395,19 @@ class JoyfulnessJudge:
         return raw, checked_value(raw, metric.score)
 
     async def judge_all(self, items: list[TraceItem], max_concurrency: int) -> list[Verdict]:
-        """Judge a page of traces concurrently, at most ``max_concurrency`` calls at once."""
-        return await gather_bounded(items, self.judge, max_concurrency)
+        """Judge a page of traces concurrently, at most ``max_concurrency`` calls at once.
+
+        The calls in flight adapt between 1 and ``max_concurrency``: they halve on a 429 reply
+        and climb again while replies succeed.
+        """
+        limit = AdaptiveLimit(max_concurrency)
+        verdicts = await gather_bounded(items, self.judge, max_concurrency, limit)
+        if limit.rate_limited:
+            log.info(
+                "%s judge: %d rate-limited replies, concurrency ended at %d of %d",
+                SCORE_NAME,
+                limit.rate_limited,
+                int(limit.limit),
+                max_concurrency,
+            )
+        return verdicts

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httpx
 from langfuse.api import LangfuseAPI
 from openai import AsyncOpenAI
 
+from include.langfuse_eval.concurrency import observe_judge_reply
 from include.langfuse_eval.errors import ConfigurationError
 
 LANGFUSE_READ_TIMEOUT_S = 60.0
@@ -137,4 +139,7 @@ class JudgeSettings:
             base_url=self.base_url,
             timeout=self.timeout_s,
             max_retries=self.max_retries,
+            http_client=httpx.AsyncClient(
+                timeout=self.timeout_s, event_hooks={"response": [observe_judge_reply]}
+            ),
         )

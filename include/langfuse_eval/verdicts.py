@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit
+
 MAX_JUDGE_TOKENS = 6_000
 """Maximum tokens of output text sent to a judge, by :func:`estimate_tokens`, marker included."""
 
@@ -115,19 +117,27 @@ def truncate_for_judge(
 
 
 async def gather_bounded(
-    items: Sequence[T], judge: Callable[[T], Awaitable[R]], max_concurrency: int
+    items: Sequence[T],
+    judge: Callable[[T], Awaitable[R]],
+    max_concurrency: int,
+    limit: AdaptiveLimit | None = None,
 ) -> list[R]:
     """Run ``judge`` on every item with at most ``max_concurrency`` calls in flight.
 
-    The results keep the order of ``items``. The first exception cancels the calls still
-    pending and propagates.
+    With ``limit``, that adaptive limit bounds the calls in flight instead, and each call
+    finds it through :data:`include.langfuse_eval.concurrency.current_limit`, so its HTTP
+    replies can move it. The results keep the order of ``items``. The first exception cancels
+    the calls still pending and propagates.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}.")
-    semaphore = asyncio.Semaphore(max_concurrency)
+    bound: AdaptiveLimit | asyncio.Semaphore = (
+        limit if limit is not None else asyncio.Semaphore(max_concurrency)
+    )
 
     async def run_one(item: T) -> R:
-        async with semaphore:
+        current_limit.set(limit)
+        async with bound:
             return await judge(item)
 
     tasks = [asyncio.ensure_future(run_one(item)) for item in items]
