@@ -178,6 +178,15 @@ def read_window(window: dict[str, str], params: dict[str, Any]) -> Window:
     return Window(run_window.start - lookback, run_window.end)
 
 
+def defer_span(params: dict[str, Any]) -> timedelta:
+    """Return how long before the window end a trace without output is deferred.
+
+    It is capped at the lookback, because the next run reads back only that far.
+    """
+    minutes = min(float(params["defer_minutes"]), float(params["lookback_hours"]) * 60)
+    return timedelta(minutes=minutes)
+
+
 def resolve_run_window(context: dict[str, Any]) -> Window:
     """Pick the run's window: the params' override, else the run's data interval.
 
@@ -225,14 +234,24 @@ def resolve_run_window(context: dict[str, Any]) -> Window:
     doc_md=__doc__,
 )
 def langfuse_external_eval() -> None:
-    @task
+    # Tasks that return a dict set multiple_outputs=False: Airflow would otherwise infer it from
+    # the return type and store every key again as its own XCom.
+    @task(multiple_outputs=False)
     def resolve_window() -> dict[str, str]:
         """Resolve the run's evaluation window."""
+        params = dict(get_current_context()["params"])
+        if float(params["defer_minutes"]) > float(params["lookback_hours"]) * 60:
+            log.warning(
+                "defer_minutes=%s is longer than lookback_hours=%s, and the next run reads back "
+                "only that far: traces are deferred for %s minutes only",
+                params["defer_minutes"],
+                params["lookback_hours"],
+                float(params["lookback_hours"]) * 60,
+            )
         try:
             window = resolve_run_window(get_current_context())
         except PermanentError as error:
             raise _fail_permanently(error) from error
-        params = dict(get_current_context()["params"])
         log.info("Evaluating window %s with params %s", window.to_dict(), params)
         return window.to_dict()
 
@@ -242,12 +261,15 @@ def langfuse_external_eval() -> None:
         context = get_current_context()
         params = context["params"]
         try:
-            plan = plan_run(
+            plan, already_scored = plan_run(
                 langfuse_settings(),
                 tag=params["tag"],
                 window=read_window(window, params),
                 page_size=params["page_size"],
                 max_traces=params["max_traces"],
+                evaluators=params["evaluators"],
+                evaluator_version=EVALUATOR_VERSION,
+                force=params["force"],
             )
         except PermanentError as error:
             raise _fail_permanently(error) from error
@@ -256,12 +278,13 @@ def langfuse_external_eval() -> None:
             "traces_planned": plan.traces_planned,
             "pages": len(plan.pages),
             "page_size": plan.page_size,
+            "already_scored_at_planning": already_scored,
         }
         context["ti"].xcom_push(key=STATS_XCOM_KEY, value=stats)
         return [page.to_dict() for page in plan.pages]
 
     # The texts of the traces travel to the judges through XCom but are kept out of the logs.
-    @task(pool=LANGFUSE_POOL, show_return_value_in_logs=False)
+    @task(pool=LANGFUSE_POOL, show_return_value_in_logs=False, multiple_outputs=False)
     def fetch_page(page: dict[str, Any], window: dict[str, str]) -> dict[str, Any]:
         """Fetch the page's traces and extract the texts to judge."""
         params = get_current_context()["params"]
@@ -275,8 +298,7 @@ def langfuse_external_eval() -> None:
                 evaluator_version=EVALUATOR_VERSION,
                 force=params["force"],
                 redact_text=params["redact"],
-                defer_after=Window.from_dict(window).end
-                - timedelta(minutes=float(params["defer_minutes"])),
+                defer_after=Window.from_dict(window).end - defer_span(params),
             )
         except PermanentError as error:
             raise _fail_permanently(error) from error
@@ -308,7 +330,7 @@ def langfuse_external_eval() -> None:
         """Score how engaging and fun each trace's output is."""
         return run_judge("joyfulness", fetched)
 
-    @task(pool=LANGFUSE_POOL)
+    @task(pool=LANGFUSE_POOL, multiple_outputs=False)
     def push_scores(
         page: dict[str, Any],
         fetched: dict[str, Any],
@@ -348,12 +370,14 @@ def langfuse_external_eval() -> None:
             page=page, fetched=fetched, tone=tone, joyfulness=joyfulness, window=window
         )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(trigger_rule="all_done", retries=0, multiple_outputs=False)
     def summarize_run(reports: Any) -> dict[str, Any]:
         """Count the run's outcomes, log them, and fail the run if a page failed."""
         stats = get_current_context()["ti"].xcom_pull(task_ids="plan_pages", key=STATS_XCOM_KEY)
         if stats is None:
-            raise AirflowFailException("Planning failed, so no page ran: see the plan_pages log.")
+            raise AirflowFailException(
+                "No page ran because resolve_window or plan_pages failed: see their logs."
+            )
         # NOTE: Airflow 3.3.2 hands over a single dict, not a one-item list, when the mapped
         # group ran for one page only; a mapping is therefore treated as one report.
         collected = [reports] if isinstance(reports, Mapping) else list(reports or [])
@@ -362,6 +386,7 @@ def langfuse_external_eval() -> None:
             traces_planned=stats["traces_planned"],
             pages=stats["pages"],
             reports=collected,
+            already_scored_at_planning=stats.get("already_scored_at_planning", 0),
         )
         log.info("Run summary: %s", json.dumps(summary, sort_keys=True))
         reported = {report["index"] for report in collected}

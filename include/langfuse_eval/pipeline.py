@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from include.langfuse_eval.errors import TransientError
-from include.langfuse_eval.observations import list_window_traces
+from include.langfuse_eval.observations import TraceRef, list_window_traces
 from include.langfuse_eval.planning import FetchedPage, PageSpec, Plan, fetch_page, plan_pages
 from include.langfuse_eval.redaction import redact
-from include.langfuse_eval.rescoring import JudgingPlan, plan_judging, scored_versions
+from include.langfuse_eval.rescoring import JudgingPlan, plan_judging, read_existing_scores
 from include.langfuse_eval.scores import RunContext, build_score_requests, write_scores
 from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
 from include.langfuse_eval.tone import SCORE_NAME as TONE
@@ -53,21 +53,73 @@ def plan_run(
     window: Window,
     page_size: int,
     max_traces: int | None,
-) -> Plan:
-    """List the window's tagged traces and split them into pages."""
+    evaluators: Sequence[str] = EVALUATORS,
+    evaluator_version: str | None = None,
+    force: bool = False,
+) -> tuple[Plan, int]:
+    """List the window's tagged traces and split them into pages.
+
+    With ``max_traces`` set, traces that every selected judge already scored with
+    ``evaluator_version`` are dropped before the cap is applied, so scored traces do not use
+    up the cap that late or deferred traces need.
+
+    Returns:
+        The plan, with ``traces_found`` counting every trace of the window, and the number of
+        traces dropped as already scored.
+    """
+    api = langfuse.api()
     with naming_host(langfuse):
-        traces = list_window_traces(langfuse.api(), tag=tag, window=window)
-    plan = plan_pages(traces, page_size=page_size, max_traces=max_traces)
+        traces = list_window_traces(api, tag=tag, window=window)
+        candidates, already_scored = traces, 0
+        if max_traces is not None and evaluator_version is not None and not force:
+            candidates, already_scored = drop_scored_traces(
+                api, traces, evaluators, evaluator_version, needed=max_traces
+            )
+    plan = replace(
+        plan_pages(candidates, page_size=page_size, max_traces=max_traces),
+        traces_found=len(traces),
+    )
     log.info(
-        "Window %s to %s: %d traces found, %d planned in %d pages of up to %d",
+        "Window %s to %s: %d traces found, %d already scored, %d planned in %d pages of up to %d",
         window.to_dict()["start"],
         window.to_dict()["end"],
         plan.traces_found,
+        already_scored,
         plan.traces_planned,
         len(plan.pages),
         plan.page_size,
     )
-    return plan
+    return plan, already_scored
+
+
+def drop_scored_traces(
+    api: Any,
+    traces: list[TraceRef],
+    evaluators: Sequence[str],
+    evaluator_version: str,
+    *,
+    needed: int,
+    chunk_size: int = 50,
+) -> tuple[list[TraceRef], int]:
+    """Drop, newest first, the traces that every judge already scored, until ``needed`` remain.
+
+    Traces past the point where ``needed`` unscored ones were found are kept unchecked; the
+    cap drops them anyway.
+    """
+    kept: list[TraceRef] = []
+    dropped = 0
+    for offset in range(0, len(traces), chunk_size):
+        if len(kept) >= needed:
+            return kept + traces[offset:], dropped
+        chunk = traces[offset : offset + chunk_size]
+        versions = read_existing_scores(api, [ref.trace_id for ref in chunk]).versions
+        for ref in chunk:
+            scored = versions.get(ref.trace_id, {})
+            if all(scored.get(name, "") == evaluator_version for name in evaluators):
+                dropped += 1
+            else:
+                kept.append(ref)
+    return kept, dropped
 
 
 @dataclass
@@ -77,6 +129,7 @@ class PageWork:
     page: FetchedPage
     judging: JudgingPlan
     redactions: dict[str, int] = field(default_factory=dict)
+    score_timestamps: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize for XCom."""
@@ -84,6 +137,7 @@ class PageWork:
             "page": self.page.to_dict(),
             "judging": self.judging.to_dict(),
             "redactions": self.redactions,
+            "score_timestamps": self.score_timestamps,
         }
 
     @classmethod
@@ -93,6 +147,7 @@ class PageWork:
             page=FetchedPage.from_dict(value["page"]),
             judging=JudgingPlan.from_dict(value["judging"]),
             redactions=dict(value.get("redactions") or {}),
+            score_timestamps=dict(value.get("score_timestamps") or {}),
         )
 
 
@@ -134,15 +189,20 @@ def fetch(
         log.info("Page %d: redacted %s in output texts", page.index, dict(redactions))
     trace_ids = [item.trace_id for item in fetched.items]
     with naming_host(langfuse):
-        existing = {} if force or not trace_ids else scored_versions(api, trace_ids)
+        existing = read_existing_scores(api, trace_ids) if trace_ids else None
     judging = plan_judging(
         trace_ids,
         evaluators=evaluators,
-        existing=existing,
+        existing=existing.versions if existing else {},
         evaluator_version=evaluator_version,
         force=force,
     )
-    return PageWork(page=fetched, judging=judging, redactions=dict(redactions))
+    return PageWork(
+        page=fetched,
+        judging=judging,
+        redactions=dict(redactions),
+        score_timestamps=existing.timestamps if existing else {},
+    )
 
 
 async def _judge_async(
@@ -225,7 +285,7 @@ def push(
 ) -> PageReport:
     """Write a page's scores, or only count them on a dry run, and report the page."""
     page = work.page
-    requests = build_score_requests(page.items, verdicts, context)
+    requests = build_score_requests(page.items, verdicts, context, timestamps=work.score_timestamps)
     report = PageReport(
         index=page.index,
         traces_owned=traces_owned,
@@ -258,7 +318,12 @@ def push(
 
 
 def summarize(
-    *, traces_found: int, traces_planned: int, pages: int, reports: list[dict[str, Any]]
+    *,
+    traces_found: int,
+    traces_planned: int,
+    pages: int,
+    reports: list[dict[str, Any]],
+    already_scored_at_planning: int = 0,
 ) -> dict[str, Any]:
     """Add up the page reports into the run summary."""
     skipped: Counter[str] = Counter()
@@ -287,7 +352,8 @@ def summarize(
     return {
         "traces_found": traces_found,
         "traces_planned": traces_planned,
-        "over_max_traces": traces_found - traces_planned,
+        "already_scored_at_planning": already_scored_at_planning,
+        "over_max_traces": traces_found - traces_planned - already_scored_at_planning,
         "pages": pages,
         "pages_reported": len(reports),
         "evaluated": evaluated,

@@ -222,6 +222,13 @@ def fetch_page(
         if observation.trace_id in owned and window.contains(observation.start_time)
     ]
     roots = dedupe_roots(rows)
+    # A trace's scores carry its oldest root start as their timestamp, so a root that arrives
+    # later, even on another UTC day, keeps the score's upsert key unchanged.
+    oldest_start: dict[str, datetime] = {}
+    for observation in rows:
+        known = oldest_start.get(observation.trace_id)
+        if known is None or observation.start_time < known:
+            oldest_start[observation.trace_id] = observation.start_time
 
     fetched = FetchedPage(index=page.index)
     for trace_id in page.trace_ids:
@@ -243,7 +250,7 @@ def fetch_page(
             TraceItem(
                 trace_id=trace_id,
                 observation_id=root.id,
-                start_time=isoformat_utc(root.start_time),
+                start_time=isoformat_utc(oldest_start[trace_id], "microseconds"),
                 environment=root.environment,
                 input_text=extract_input(root.input),
                 output_text=output_text,

@@ -46,7 +46,12 @@ _RULES = (
     _Rule("langfuse_key", re.compile(r"\b[ps]k-lf-[A-Za-z0-9-]{8,}"), SECRET_PLACEHOLDER),
     _Rule(
         "openai_key",
-        re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+        # 20 or more characters, or 12 or more with a digit, so short test keys are caught too
+        # while names like sk-learn are not.
+        re.compile(
+            r"\bsk-(?:proj-|svcacct-|admin-)?(?:[A-Za-z0-9_-]{20,}"
+            r"|(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{12,})"
+        ),
         SECRET_PLACEHOLDER,
     ),
     _Rule("aws_access_key_id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), SECRET_PLACEHOLDER),
@@ -85,7 +90,9 @@ _RULES = (
     _Rule(
         "email",
         re.compile(
-            r"(?<![\w.%+/-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+            # Letters include non-ASCII ones, for addresses such as müller@firma.de.
+            r"(?<![\w.%+/-])[\w.%+-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*"
+            r"\.[^\W\d_]{2,}\b"
         ),
         EMAIL_PLACEHOLDER,
     ),

@@ -17,6 +17,7 @@ from typing import Any
 from langfuse.api import LangfuseAPI
 
 from include.langfuse_eval.scores import read_trace_scores
+from include.langfuse_eval.window import isoformat_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,33 @@ class JudgingPlan:
         )
 
 
-def scored_versions(api: LangfuseAPI, trace_ids: list[str]) -> dict[str, dict[str, str | None]]:
-    """Return, per trace id, the evaluator version of each score name it carries."""
-    versions: dict[str, dict[str, str | None]] = {}
+@dataclass
+class ExistingScores:
+    """The evaluator version and timestamp of each score name on each trace."""
+
+    versions: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    timestamps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def read_existing_scores(api: LangfuseAPI, trace_ids: list[str]) -> ExistingScores:
+    """Read the scores already on the traces: their evaluator versions and timestamps.
+
+    A rewrite reuses an existing score's timestamp, because Langfuse replaces a score only
+    when id, name and the UTC day of the timestamp all match.
+    """
+    existing = ExistingScores()
     for trace_id, scores in read_trace_scores(api, trace_ids).items():
         for score in scores:
             metadata = score.metadata if isinstance(score.metadata, dict) else {}
             version = metadata.get("evaluator_version")
-            versions.setdefault(trace_id, {})[score.name] = (
+            existing.versions.setdefault(trace_id, {})[score.name] = (
                 str(version) if version is not None else None
             )
-    return versions
+            if score.timestamp is not None:
+                existing.timestamps.setdefault(trace_id, {})[score.name] = isoformat_utc(
+                    score.timestamp, "microseconds"
+                )
+    return existing
 
 
 def plan_judging(

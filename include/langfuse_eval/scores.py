@@ -89,11 +89,16 @@ def _valid_value(verdict: Verdict) -> bool:
 
 
 def build_score_requests(
-    items: list[TraceItem], verdicts: list[Verdict], context: RunContext
+    items: list[TraceItem],
+    verdicts: list[Verdict],
+    context: RunContext,
+    timestamps: dict[str, dict[str, str]] | None = None,
 ) -> list[CreateScoreRequest]:
     """Turn successful verdicts into score requests.
 
     Verdicts with an error, or with a value outside the score's range, produce no request.
+    A score's timestamp is the one of the score it replaces, from ``timestamps`` (by trace id,
+    then score name), else the trace's start time.
 
     Raises:
         ValueError: A verdict names a trace that is not on the page or a score name that
@@ -128,7 +133,9 @@ def build_score_requests(
                 comment=comment,
                 metadata={**verdict.metadata, **context.metadata()},
                 environment=item.environment or None,
-                timestamp=parse_timestamp(item.start_time),
+                timestamp=parse_timestamp(
+                    (timestamps or {}).get(item.trace_id, {}).get(verdict.name, item.start_time)
+                ),
             )
         )
     return requests

@@ -160,7 +160,7 @@ def test_empty_output_near_end_deferred(dag, local_stack, api):
     )
     [late_id, early_id] = send_traces(base_url, public, secret, [record, early])
 
-    first = run_dag(dag, local_stack, {"tag": tag, "lookback_hours": 0}, next_day)
+    first = run_dag(dag, local_stack, {"tag": tag}, next_day)
     # The output arrives after the first run, on another root observation of the same trace.
     send_traces(
         base_url,
@@ -218,3 +218,86 @@ def test_new_version_overwrites_in_place(dag, local_stack, api):
     assert sorted(score.name for score in scores) == ["joyfulness", "tone"]
     versions = {score.metadata["evaluator_version"] for score in scores}
     assert versions == {EVALUATOR_VERSION}
+
+
+def test_root_on_next_day_keeps_one_score(dag, local_stack, api):
+    tag = "roots-across-midnight"
+    day = datetime(2026, 11, 14, 5, tzinfo=UTC)
+    first = TraceRecord(
+        start_time=datetime(2026, 11, 14, 23, 59, tzinfo=UTC),
+        input="What is a meteor?",
+        output="A space pebble burning up in our air, a tiny shooting star!",
+        tags=(tag,),
+    )
+    base_url, public, secret = (
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+    )
+    [trace_id] = send_traces(base_url, public, secret, [first])
+    conf = {"tag": tag, "lookback_hours": 0}
+    assert run_dag(dag, local_stack, conf, day + timedelta(days=1)).state == "success"
+    # A second root of the same trace arrives two minutes later, on the next UTC day.
+    send_traces(
+        base_url,
+        public,
+        secret,
+        [replace(first, start_time=datetime(2026, 11, 15, 0, 1, tzinfo=UTC), output="Wow!")],
+    )
+
+    again = run_dag(dag, local_stack, {**conf, "force": True}, day + timedelta(days=1))
+
+    assert again.state == "success"
+    assert scores_by_trace(api, [trace_id])[trace_id] == Counter({"tone": 1, "joyfulness": 1})
+
+
+def test_scored_traces_leave_cap_free(dag, local_stack, api):
+    tag = "cap-and-late"
+    day = datetime(2026, 11, 28, 5, tzinfo=UTC)
+    base_url, public, secret = (
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+    )
+    today = [replace(record, tags=(tag,)) for record in day_records(day)]
+    late = TraceRecord(
+        start_time=day - timedelta(minutes=30),
+        input="A late question",
+        output="Late but lovely: owls really can turn their heads 270 degrees!",
+        tags=(tag,),
+    )
+    send_traces(base_url, public, secret, today)
+    conf = {"tag": tag, "lookback_hours": 0, "max_traces": len(today)}
+    assert run_dag(dag, local_stack, conf, day + timedelta(days=1)).state == "success"
+    [late_id] = send_traces(base_url, public, secret, [late])
+
+    dag_run = run_dag(dag, local_stack, {**conf, "lookback_hours": 2}, day + timedelta(days=1))
+
+    assert dag_run.state == "success"
+    summary = run_summary(dag_run.run_id)
+    assert summary["already_scored_at_planning"] == len(today)
+    assert summary["over_max_traces"] == 0
+    assert scores_by_trace(api, [late_id])[late_id] == Counter({"tone": 1, "joyfulness": 1})
+
+
+def test_defer_capped_at_lookback(dag, local_stack):
+    tag = "defer-capped"
+    day = datetime(2026, 11, 30, 5, tzinfo=UTC)
+    next_day = day + timedelta(days=1)
+    send_traces(
+        local_stack.langfuse.base_url,
+        local_stack.public_key,
+        local_stack.secret_key,
+        [
+            TraceRecord(
+                start_time=next_day - timedelta(minutes=m), input="?", output="", tags=(tag,)
+            )
+            for m in (30, 150)
+        ],
+    )
+    conf = {"tag": tag, "defer_minutes": 180, "lookback_hours": 2}
+
+    dag_run = run_dag(dag, local_stack, conf, next_day)
+
+    assert dag_run.state == "success"
+    assert run_summary(dag_run.run_id)["skipped"] == {"deferred": 1, "empty_output": 1}

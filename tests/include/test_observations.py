@@ -388,7 +388,7 @@ def test_item_keeps_environment() -> None:
 
 
 def test_item_start_time_utc() -> None:
-    assert items_by_trace()["t-roots"].start_time == "2026-12-03T10:59:00.000Z"
+    assert items_by_trace()["t-roots"].start_time == "2026-12-03T10:59:00.000000Z"
 
 
 def test_foreign_trace_dropped() -> None:

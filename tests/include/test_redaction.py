@@ -175,3 +175,23 @@ def test_redact_long_text_fast(text: str) -> None:
     started = time.perf_counter()
     redact(text)
     assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        pytest.param("write to m\u00fcller@firma.de today", "email", id="umlaut-local-part"),
+        pytest.param("mail jos\u00e9.garcia@example.org", "email", id="accented-local-part"),
+        pytest.param("or bob@m\u00fcnchen.de", "email", id="umlaut-domain"),
+        pytest.param("key sk-" + "shortKey" + "123456 here", "openai_key", id="short-sk-key"),
+    ],
+)
+def test_unicode_and_short_secrets(text, kind):
+    redacted, counts = redact(text)
+    assert counts == {kind: 1}
+    assert "@" not in redacted or kind != "email"
+    assert "123456" not in redacted or kind != "openai_key"
+
+
+def test_sk_learn_not_redacted():
+    assert redact("pip install sk-learn today") == ("pip install sk-learn today", {})
