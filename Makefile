@@ -20,7 +20,7 @@ JUDGE_POOL_SLOTS ?= 4
 LANGFUSE_POOL := langfuse_eval_api
 LANGFUSE_POOL_SLOTS ?= 8
 
-.PHONY: venv airflow-init demo test lint run clean
+.PHONY: venv airflow-init demo test lint bench run clean
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: airflow-init
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Throughput benchmark on the local stack; results go to BENCHMARKS.md.
+bench: venv
+	$(BIN)/python -m bench.run --traces 2000 --latency-ms 200 --rpm 6000 --baseline-sample 40
 
 lint: venv
 	$(BIN)/ruff check .

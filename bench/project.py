@@ -1,0 +1,286 @@
+"""This project's two ways to run: its page workers in one process, and the DAG under dag.test().
+
+``run_project_workers`` calls the pipeline's own functions (``plan_run``, then per page
+``fetch``, ``judge`` for each evaluator and ``push``) with pages running concurrently on a
+thread pool sized like the judge pool's slots.
+
+``run_dag_test`` runs the whole DAG under ``dag.test()`` in a subprocess with its own Airflow
+home and metadata database, connections from ``AIRFLOW_CONN_*`` variables. That subprocess is
+``python -m bench.project RESULT_FILE ARGS_JSON``; it writes its wall time, the DAG run's state
+and summary and its peak resident memory to RESULT_FILE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.report import Outcome
+from include.langfuse_eval import EVALUATOR_VERSION
+from include.langfuse_eval.pipeline import EVALUATORS, fetch, judge, plan_run, push, summarize
+from include.langfuse_eval.planning import PageSpec
+from include.langfuse_eval.scores import RunContext
+from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
+from include.langfuse_eval.window import Window
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAG_ID = "langfuse_external_eval"
+PAGE_SIZE = 10
+"""The DAG's default page size."""
+JUDGE_CONCURRENCY = 8
+"""The DAG's default judge calls in flight per judge task."""
+DEFER_MINUTES = 60
+"""The DAG's default ``defer_minutes``."""
+
+
+def run_project_workers(
+    langfuse: LangfuseSettings,
+    judge_settings: JudgeSettings,
+    *,
+    tag: str,
+    window: Window,
+    slots: int,
+    page_size: int = PAGE_SIZE,
+    judge_concurrency: int = JUDGE_CONCURRENCY,
+) -> Outcome:
+    """Plan the window and run every page's fetch, judges and push on ``slots`` threads.
+
+    Each thread runs one page at a time, its two judges one after the other, so at most
+    ``slots`` judge tasks run at once, as with a judge pool of that many slots.
+
+    Args:
+        langfuse: The Langfuse server and keys.
+        judge_settings: The judge endpoint and model.
+        tag: Trace tag of the evaluated traces.
+        window: The window to evaluate.
+        slots: Pages in flight at once.
+        page_size: Traces per page before planning grows it.
+        judge_concurrency: Judge calls in flight per judge task.
+
+    Returns:
+        The evaluated trace ids and the run summary.
+    """
+    plan, _ = plan_run(
+        langfuse,
+        tag=tag,
+        window=window,
+        page_size=page_size,
+        max_traces=None,
+        evaluators=EVALUATORS,
+        evaluator_version=EVALUATOR_VERSION,
+    )
+    context = RunContext(
+        evaluator_version=EVALUATOR_VERSION,
+        judge_model=judge_settings.model,
+        dag_run_id="bench-project-workers",
+        window_start=window.to_dict()["start"],
+        window_end=window.to_dict()["end"],
+    )
+
+    def run_page(spec: PageSpec) -> tuple[list[str], dict[str, Any]]:
+        work = fetch(
+            langfuse,
+            tag=tag,
+            window=window,
+            page=spec,
+            evaluators=list(EVALUATORS),
+            evaluator_version=EVALUATOR_VERSION,
+            defer_after=window.end - timedelta(minutes=DEFER_MINUTES),
+        )
+        verdicts = []
+        for evaluator in EVALUATORS:
+            verdicts.extend(
+                judge(evaluator, judge_settings, work, max_concurrency=judge_concurrency)
+            )
+        report = push(
+            langfuse,
+            work=work,
+            traces_owned=len(spec.trace_ids),
+            verdicts=verdicts,
+            context=context,
+            dry_run=False,
+        )
+        return [item.trace_id for item in work.page.items], report.to_dict()
+
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="page") as pool:
+        done = list(pool.map(run_page, plan.pages))
+    summary = summarize(
+        traces_found=plan.traces_found,
+        traces_planned=plan.traces_planned,
+        pages=len(plan.pages),
+        reports=[report for _, report in done],
+    )
+    evaluated = [trace_id for ids, _ in done for trace_id in ids]
+    extra = {
+        "slots": slots,
+        "pages": len(plan.pages),
+        "page_size": plan.page_size,
+        "judge_calls": summary["judge_calls"],
+        "judge_errors": summary["judge_errors"],
+        "scores_written": summary["scores_written"],
+    }
+    return Outcome(evaluated_ids=evaluated, extra=extra)
+
+
+def airflow_env(home: Path, connections: dict[str, str]) -> dict[str, str]:
+    """Return the environment of an isolated Airflow home pointed at this repository's DAG."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "DEEPEVAL_TELEMETRY_OPT_OUT": "1",
+            "DEEPEVAL_DISABLE_DOTENV": "1",
+            "DEEPEVAL_FILE_SYSTEM": "READ_ONLY",
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO_ROOT), str(REPO_ROOT / "plugins"), env.get("PYTHONPATH", "")]
+            ).rstrip(os.pathsep),
+            **connections,
+        }
+    )
+    return env
+
+
+def connection_env(langfuse: LangfuseSettings, judge_settings: JudgeSettings) -> dict[str, str]:
+    """Return the ``AIRFLOW_CONN_*`` variables of the two connections the DAG reads."""
+    return {
+        "AIRFLOW_CONN_LANGFUSE_DEFAULT": json.dumps(
+            {
+                "conn_type": "http",
+                "host": langfuse.host,
+                "login": langfuse.public_key,
+                "password": langfuse.secret_key,
+            }
+        ),
+        "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
+            {
+                "conn_type": "openai",
+                "host": judge_settings.base_url,
+                "password": judge_settings.api_key,
+                "extra": {"model": judge_settings.model},
+            }
+        ),
+    }
+
+
+def run_dag_test(
+    langfuse: LangfuseSettings,
+    judge_settings: JudgeSettings,
+    *,
+    tag: str,
+    window: Window,
+    work_dir: Path,
+) -> Outcome:
+    """Run the DAG once under ``dag.test()`` in a subprocess and return what it evaluated.
+
+    The metadata database is migrated first; that time is not counted. The wall time is the
+    ``dag.test()`` call as the subprocess measured it.
+
+    Raises:
+        RuntimeError: The migration or the subprocess failed.
+    """
+    home = Path(tempfile.mkdtemp(prefix="airflow-home-", dir=work_dir))
+    env = airflow_env(home, connection_env(langfuse, judge_settings))
+    log_path = work_dir / "dag-test.log"
+    with log_path.open("ab") as log_file:
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        result_path = work_dir / "dag-test.json"
+        args = {
+            "tag": tag,
+            "window_start": window.to_dict()["start"],
+            "window_end": window.to_dict()["end"],
+        }
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.project", str(result_path), json.dumps(args)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    if completed.returncode != 0 or not result_path.exists():
+        raise RuntimeError(f"dag.test() subprocess failed ({completed.returncode}): see {log_path}")
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    summary = result.get("summary") or {}
+    extra = {
+        "state": result["state"],
+        "pages": summary.get("pages"),
+        "judge_calls": summary.get("judge_calls"),
+        "judge_errors": summary.get("judge_errors"),
+        "scores_written": summary.get("scores_written"),
+        "log": str(log_path),
+    }
+    return Outcome(
+        evaluated_ids=None,
+        evaluated=int(summary.get("evaluated") or 0),
+        extra=extra,
+        wall_s=float(result["seconds"]),
+        peak_mib=float(result["maxrss_kib"]) / 1024,
+        note=f"run state {result['state']}; wall time is the dag.test() call, "
+        "without interpreter start, DAG parsing and db migrate",
+    )
+
+
+def _dag_test_child(result_path: Path, args: dict[str, Any]) -> int:
+    """Parse the DAG, run it once with ``dag.test()`` and write the result file."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.dags[DAG_ID]
+    logical_date = datetime.now(UTC).replace(microsecond=0)
+    conf = {
+        "tag": args["tag"],
+        "max_traces": None,
+        "window_start": args["window_start"],
+        "window_end": args["window_end"],
+    }
+    started = time.perf_counter()
+    dag_run = dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf)
+    seconds = time.perf_counter() - started
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summarize_run", key="return_value"
+        )
+        row = session.scalars(query).first()
+        summary = XComModel.deserialize_value(row) if row is not None else None
+    maxrss = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    result = {
+        "state": str(dag_run.state),
+        "seconds": seconds,
+        "summary": summary,
+        "maxrss_kib": maxrss,
+    }
+    result_path.write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_dag_test_child(Path(sys.argv[1]), json.loads(sys.argv[2])))
