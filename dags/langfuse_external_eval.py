@@ -379,7 +379,7 @@ def langfuse_external_eval() -> None:
                 "No page ran because resolve_window or plan_pages failed: see their logs."
             )
         # NOTE: Airflow 3.3.2 hands over a single dict, not a one-item list, when the mapped
-        # group ran for one page only; a mapping is therefore treated as one report.
+        # group ran for one page only. So a mapping is treated as one report.
         collected = [reports] if isinstance(reports, Mapping) else list(reports or [])
         summary = summarize(
             traces_found=stats["traces_found"],

@@ -50,13 +50,13 @@ from deepeval.metrics.g_eval import GEvalTemplate
 from deepeval.models import OpenAIModel
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
-from include.langfuse_eval.concurrency import AdaptiveLimit, observe_judge_reply
+from include.langfuse_eval.concurrency import observe_judge_reply
 from include.langfuse_eval.errors import AuthenticationError, JudgeReplyError, PermanentError
 from include.langfuse_eval.planning import TraceItem
 from include.langfuse_eval.settings import JudgeSettings
 from include.langfuse_eval.verdicts import (
     Verdict,
-    gather_bounded,
+    judge_adaptively,
     truncate_for_judge,
 )
 
@@ -400,14 +400,4 @@ class JoyfulnessJudge:
         The calls in flight adapt between 1 and ``max_concurrency``: they halve on a 429 reply
         and climb again while replies succeed.
         """
-        limit = AdaptiveLimit(max_concurrency)
-        verdicts = await gather_bounded(items, self.judge, max_concurrency, limit)
-        if limit.rate_limited:
-            log.info(
-                "%s judge: %d rate-limited replies, concurrency ended at %d of %d",
-                SCORE_NAME,
-                limit.rate_limited,
-                int(limit.limit),
-                max_concurrency,
-            )
-        return verdicts
+        return await judge_adaptively(items, self.judge, max_concurrency, SCORE_NAME)

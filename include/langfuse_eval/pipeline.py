@@ -251,7 +251,7 @@ def judge(
 
 @dataclass
 class PageReport:
-    """What one page did, for the run summary."""
+    """Outcome counts of one page, for the run summary."""
 
     index: int
     traces_owned: int

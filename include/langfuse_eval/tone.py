@@ -29,10 +29,9 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from include.langfuse_eval.concurrency import AdaptiveLimit
 from include.langfuse_eval.errors import AuthenticationError, JudgeReplyError, PermanentError
 from include.langfuse_eval.planning import TraceItem
-from include.langfuse_eval.verdicts import Verdict, gather_bounded, truncate_for_judge
+from include.langfuse_eval.verdicts import Verdict, judge_adaptively, truncate_for_judge
 
 log = logging.getLogger(__name__)
 
@@ -315,17 +314,7 @@ class ToneJudge:
         The calls in flight adapt between 1 and ``max_concurrency``: they halve on a 429 reply
         and climb again while replies succeed.
         """
-        limit = AdaptiveLimit(max_concurrency)
-        verdicts = await gather_bounded(items, self.judge, max_concurrency, limit)
-        if limit.rate_limited:
-            log.info(
-                "%s judge: %d rate-limited replies, concurrency ended at %d of %d",
-                SCORE_NAME,
-                limit.rate_limited,
-                int(limit.limit),
-                max_concurrency,
-            )
-        return verdicts
+        return await judge_adaptively(items, self.judge, max_concurrency, SCORE_NAME)
 
 
 def _is_quota_error(error: openai.RateLimitError) -> bool:

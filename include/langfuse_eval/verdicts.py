@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,8 @@ from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit
 
 MAX_JUDGE_TOKENS = 6_000
 """Maximum tokens of output text sent to a judge, by :func:`estimate_tokens`, marker included."""
+
+log = logging.getLogger(__name__)
 
 MAX_JUDGE_CHARS = 24_000
 """Maximum characters of output text sent to a judge, marker excluded.
@@ -146,3 +149,24 @@ async def gather_bounded(
     finally:
         for task in tasks:
             task.cancel()
+
+
+async def judge_adaptively(
+    items: Sequence[T], judge: Callable[[T], Awaitable[R]], max_concurrency: int, name: str
+) -> list[R]:
+    """Run one judge over a page with an adaptive limit of ``max_concurrency`` calls.
+
+    The calls in flight adapt between 1 and ``max_concurrency``: they halve on a 429 reply
+    and climb again while replies succeed.
+    """
+    limit = AdaptiveLimit(max_concurrency)
+    verdicts = await gather_bounded(items, judge, max_concurrency, limit)
+    if limit.rate_limited:
+        log.info(
+            "%s judge: %d rate-limited replies, concurrency ended at %d of %d",
+            name,
+            limit.rate_limited,
+            int(limit.limit),
+            max_concurrency,
+        )
+    return verdicts
