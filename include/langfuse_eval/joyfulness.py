@@ -38,25 +38,26 @@ os.environ.setdefault("DEEPEVAL_SDK_RETRY_PROVIDERS", "openai")
 import json
 import logging
 import math
-import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import openai
 from deepeval.metrics import GEval
 from deepeval.metrics.g_eval import GEvalTemplate
 from deepeval.models import OpenAIModel
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
 from include.langfuse_eval.concurrency import observe_judge_reply
-from include.langfuse_eval.errors import AuthenticationError, JudgeReplyError, PermanentError
+from include.langfuse_eval.errors import JudgeReplyError
 from include.langfuse_eval.planning import TraceItem
 from include.langfuse_eval.settings import JudgeSettings
 from include.langfuse_eval.verdicts import (
+    CODE_FENCE,
     Verdict,
+    json_objects,
     judge_adaptively,
+    permanent_judge_errors,
     truncate_for_judge,
 )
 
@@ -87,7 +88,6 @@ STRICT_INSTRUCTION = (
     "plain number such as 7: not null, not text, not NaN, never below 0 or above 10. No code "
     "fence and no text before or after the object.\n\n"
 )
-_FENCE = re.compile(r"^```[a-z]*\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 
 
 class StrictGEvalTemplate(GEvalTemplate):
@@ -140,7 +140,7 @@ def _load_object(content: str) -> dict[str, Any]:
         JudgeReplyError: No object, or more than one.
     """
     stripped = content.strip()
-    fenced = _FENCE.match(stripped)
+    fenced = CODE_FENCE.match(stripped)
     body = fenced.group(1) if fenced else stripped
     try:
         value = json.loads(body)
@@ -148,18 +148,7 @@ def _load_object(content: str) -> dict[str, Any]:
         value = None
     if isinstance(value, dict):
         return value
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = body.find("{")
-    while position >= 0:
-        try:
-            candidate, end = decoder.raw_decode(body, position)
-        except ValueError:
-            position = body.find("{", position + 1)
-            continue
-        found.append(candidate)
-        position = body.find("{", end)
-    objects = [candidate for candidate in found if isinstance(candidate, dict)]
+    objects = [candidate for candidate in json_objects(body) if isinstance(candidate, dict)]
     if len(objects) != 1:
         raise JudgeReplyError(f"The score reply is not one JSON object ({len(objects)} found).")
     return objects[0]
@@ -369,19 +358,8 @@ class JoyfulnessJudge:
         token = _current_call.set(call)
         failure: Exception | None = None
         try:
-            await metric.a_measure(test_case, _show_indicator=False)
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
-            raise AuthenticationError(
-                f"The judge endpoint rejected the API key (HTTP {error.status_code}): check the "
-                "password and host of the OpenAI connection."
-            ) from error
-        except openai.RateLimitError as error:
-            if error.code == "insufficient_quota":
-                raise PermanentError(
-                    "The judge account has no quota left (insufficient_quota): add credit or "
-                    "use another key in the OpenAI connection."
-                ) from error
-            raise
+            with permanent_judge_errors():
+                await metric.a_measure(test_case, _show_indicator=False)
         except (ValueError, KeyError, TypeError) as error:
             # deepeval raises these for content it cannot parse and for a null score.
             failure = error

@@ -26,12 +26,18 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import openai
 from openai import AsyncOpenAI
 
-from include.langfuse_eval.errors import AuthenticationError, JudgeReplyError, PermanentError
+from include.langfuse_eval.errors import JudgeReplyError
 from include.langfuse_eval.planning import TraceItem
-from include.langfuse_eval.verdicts import Verdict, judge_adaptively, truncate_for_judge
+from include.langfuse_eval.verdicts import (
+    CODE_FENCE,
+    Verdict,
+    json_objects,
+    judge_adaptively,
+    permanent_judge_errors,
+    truncate_for_judge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,6 @@ RESPONSE_FORMAT: dict[str, Any] = {
     },
 }
 
-_FENCE = re.compile(r"^```[a-z]*\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
-
 
 @cache
 def system_prompt() -> str:
@@ -122,22 +126,6 @@ def build_retry_messages(text: str, problem: str) -> list[dict[str, str]]:
     return [*build_messages(text), {"role": "system", "content": instruction}]
 
 
-def _json_objects(text: str) -> list[Any]:
-    """Return the JSON objects that appear in a text, outermost only, in order."""
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = text.find("{")
-    while position >= 0:
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except ValueError:
-            position = text.find("{", position + 1)
-            continue
-        found.append(value)
-        position = text.find("{", end)
-    return found
-
-
 def _load_reply(content: str) -> tuple[Any, bool]:
     """Load a reply's JSON, unwrapping a code fence or one object embedded in other text.
 
@@ -148,13 +136,13 @@ def _load_reply(content: str) -> tuple[Any, bool]:
         JudgeReplyError: No JSON value, or more than one object inside other text.
     """
     stripped = content.strip()
-    fenced = _FENCE.match(stripped)
+    fenced = CODE_FENCE.match(stripped)
     body = fenced.group(1) if fenced else stripped
     try:
         return json.loads(body), fenced is not None
     except ValueError:
         pass
-    objects = _json_objects(body)
+    objects = json_objects(body)
     if len(objects) == 1:
         return objects[0], True
     if len(objects) > 1:
@@ -287,7 +275,7 @@ class ToneJudge:
 
     async def _complete(self, messages: list[dict[str, str]]) -> Any:
         """Send one classification request, turning key and quota errors into permanent ones."""
-        try:
+        with permanent_judge_errors():
             return await self.client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
@@ -295,18 +283,6 @@ class ToneJudge:
                 max_tokens=MAX_REPLY_TOKENS,
                 response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
             )
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
-            raise AuthenticationError(
-                f"The judge endpoint rejected the API key (HTTP {error.status_code}): check the "
-                "password and host of the OpenAI connection."
-            ) from error
-        except openai.RateLimitError as error:
-            if _is_quota_error(error):
-                raise PermanentError(
-                    "The judge account has no quota left (insufficient_quota): add credit or "
-                    "use another key in the OpenAI connection."
-                ) from error
-            raise
 
     async def judge_all(self, items: list[TraceItem], max_concurrency: int) -> list[Verdict]:
         """Judge a page of traces concurrently, at most ``max_concurrency`` calls at once.
@@ -315,8 +291,3 @@ class ToneJudge:
         and climb again while replies succeed.
         """
         return await judge_adaptively(items, self.judge, max_concurrency, SCORE_NAME)
-
-
-def _is_quota_error(error: openai.RateLimitError) -> bool:
-    body = error.body if isinstance(error.body, dict) else {}
-    return error.code == "insufficient_quota" or body.get("code") == "insufficient_quota"

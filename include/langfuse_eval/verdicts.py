@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+import openai
+
 from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit
+from include.langfuse_eval.errors import AuthenticationError, PermanentError
 
 MAX_JUDGE_TOKENS = 6_000
 """Maximum tokens of output text sent to a judge, by :func:`estimate_tokens`, marker included."""
 
 log = logging.getLogger(__name__)
+
+CODE_FENCE = re.compile(r"^```[a-z]*\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
+"""A reply wrapped in a Markdown code fence, with any language tag."""
 
 MAX_JUDGE_CHARS = 24_000
 """Maximum characters of output text sent to a judge, marker excluded.
@@ -170,3 +178,46 @@ async def judge_adaptively(
             max_concurrency,
         )
     return verdicts
+
+
+def json_objects(text: str) -> list[Any]:
+    """Return the JSON values that start with ``{`` in a text, outermost only, in order."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    position = text.find("{")
+    while position >= 0:
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except ValueError:
+            position = text.find("{", position + 1)
+            continue
+        found.append(value)
+        position = text.find("{", end)
+    return found
+
+
+def _is_quota_error(error: openai.RateLimitError) -> bool:
+    body = error.body if isinstance(error.body, dict) else {}
+    return error.code == "insufficient_quota" or body.get("code") == "insufficient_quota"
+
+
+@contextmanager
+def permanent_judge_errors() -> Iterator[None]:
+    """Turn a rejected judge key and an exhausted quota into errors that no retry fixes.
+
+    Other OpenAI errors propagate unchanged, so Airflow's task retry handles them.
+    """
+    try:
+        yield
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
+        raise AuthenticationError(
+            f"The judge endpoint rejected the API key (HTTP {error.status_code}): check the "
+            "password and host of the OpenAI connection."
+        ) from error
+    except openai.RateLimitError as error:
+        if _is_quota_error(error):
+            raise PermanentError(
+                "The judge account has no quota left (insufficient_quota): add credit or "
+                "use another key in the OpenAI connection."
+            ) from error
+        raise
