@@ -190,7 +190,7 @@ def defer_span(params: dict[str, Any]) -> timedelta:
 def resolve_run_window(context: dict[str, Any]) -> Window:
     """Pick the run's window: the params' override, else the run's data interval.
 
-    A run without a logical date has no data interval in its context; it gets the window that
+    A run without a logical date has no data interval in its context. It gets the window that
     a manual run at its ``run_after`` would get, the last complete one.
     """
     params = context["params"]

@@ -1,6 +1,6 @@
 """Build the evaluation library's settings from Airflow Connections.
 
-Secrets reach the library only through here: ``langfuse_default`` holds the Langfuse host, the
+Secrets reach the library only through here: ``langfuse_default`` contains the Langfuse host, the
 public key as login and the secret key as password; ``openai_default`` is an OpenAI provider
 connection with the API key as password, an optional base URL as host (or
 ``openai_client_kwargs.base_url`` in the extra) and optional ``model``, ``timeout`` (seconds)

@@ -226,7 +226,7 @@ class ScriptedReply:
         kind: The request kind it replies to, or "any".
         content: The message content, served verbatim; None serves `content: null`.
         finish_reason: The choice's `finish_reason`.
-        logprobs: Whether token logprobs may be served when the request asks for them.
+        logprobs: Whether token logprobs may be served when the request enables them.
         refusal: The message's `refusal` text, if any.
     """
 

@@ -161,7 +161,7 @@ def start_server(
 
     Raises:
         ServerStartError: If the process exits or is not healthy within `timeout_s`. The
-            message holds the tail of the log.
+            message contains the tail of the log.
     """
     child_env = dict(os.environ)
     child_env.update(env)

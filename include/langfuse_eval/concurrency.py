@@ -1,8 +1,8 @@
 """Adaptive concurrency for judge calls: back off on 429 replies, climb while the judge keeps up.
 
-The limit on calls in flight follows additive increase, multiplicative decrease: every
-successful reply raises it by ``1 / limit`` (about one more call per round of replies), and a
-429 halves it, at most once per cooldown so that one burst of 429s counts as one signal. The
+The limit on calls in flight follows additive increase, multiplicative decrease. Every
+successful reply raises it by ``1 / limit``, about one more call per round of replies. A 429
+halves it, at most once per cooldown, so that one burst of 429s counts as one signal. The
 OpenAI SDK still waits for ``Retry-After`` and retries the rejected call itself. Across tasks
 and runs, the Airflow pool of the judge tasks caps how many pages judge at once.
 """

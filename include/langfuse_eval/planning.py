@@ -184,9 +184,9 @@ def fetch_page(
 ) -> FetchedPage:
     """Read the traces that a page owns, with their input and output, and extract the texts.
 
-    A trace whose root observation is gone is skipped as ``not_found``; one without output
-    text is skipped with the reason from :func:`extract_output`, unless it started at or after
-    ``defer_after``: then it is ``deferred``, because its output may still be on its way.
+    A trace whose root observation is gone is skipped as ``not_found``. A trace without output
+    text is skipped with the reason from :func:`extract_output`. If it started at or after
+    ``defer_after``, it is ``deferred`` instead, because its output may still be on its way.
     The read splits its time range when the server runs out of its time budget (HTTP 422),
     see :func:`include.langfuse_eval.observations.read_time_range`.
 

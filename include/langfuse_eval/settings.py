@@ -62,7 +62,7 @@ DEFAULT_RETRY_POLICY = RetryPolicy()
 
 @dataclass(frozen=True)
 class LangfuseSettings:
-    """Where the Langfuse API is and the project keys that authenticate against it.
+    """Location of the Langfuse API and the project keys that authenticate against it.
 
     Attributes:
         host: Base URL of the Langfuse API.
