@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -27,10 +28,19 @@ from typing import Any
 
 from bench.report import Outcome
 from include.langfuse_eval import EVALUATOR_VERSION
-from include.langfuse_eval.pipeline import EVALUATORS, fetch, judge, plan_run, push, summarize
+from include.langfuse_eval.pipeline import (
+    EVALUATORS,
+    PageWork,
+    fetch,
+    judge,
+    plan_run,
+    push,
+    summarize,
+)
 from include.langfuse_eval.planning import PageSpec
 from include.langfuse_eval.scores import RunContext
 from include.langfuse_eval.settings import JudgeSettings, LangfuseSettings
+from include.langfuse_eval.verdicts import Verdict
 from include.langfuse_eval.window import Window
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,8 @@ PAGE_SIZE = 10
 """The DAG's default page size."""
 JUDGE_CONCURRENCY = 8
 """The DAG's default judge calls in flight per judge task."""
+API_SLOTS = 8
+"""Slots of the Langfuse API pool that ``make airflow-init`` creates."""
 DEFER_MINUTES = 60
 """The DAG's default ``defer_minutes``."""
 
@@ -54,20 +66,23 @@ def run_project_workers(
     slots: int,
     page_size: int = PAGE_SIZE,
     judge_concurrency: int = JUDGE_CONCURRENCY,
+    api_slots: int = API_SLOTS,
 ) -> Outcome:
-    """Plan the window and run every page's fetch, judges and push on ``slots`` threads.
+    """Plan the window and run every page's tasks on threads, shaped like the DAG's tasks.
 
-    Each thread runs one page at a time, its two judges one after the other, so at most
-    ``slots`` judge tasks run at once, as with a judge pool of that many slots.
+    A page runs ``fetch``, then its two judges at once, then ``push``, as the mapped task
+    group does. Two semaphores stand in for the DAG's pools: ``slots`` judge tasks (two per
+    page) and ``api_slots`` fetch or push tasks run at once, across all pages.
 
     Args:
         langfuse: The Langfuse server and keys.
         judge_settings: The judge endpoint and model.
         tag: Trace tag of the evaluated traces.
         window: The window to evaluate.
-        slots: Pages in flight at once.
+        slots: Judge tasks in flight at once, like the judge pool's slots.
         page_size: Traces per page before planning grows it.
-        judge_concurrency: Judge calls in flight per judge task.
+        judge_concurrency: Judge calls in flight per judge task, at most.
+        api_slots: Fetch and push tasks in flight at once, like the Langfuse API pool's slots.
 
     Returns:
         The evaluated trace ids and the run summary.
@@ -88,33 +103,41 @@ def run_project_workers(
         window_start=window.to_dict()["start"],
         window_end=window.to_dict()["end"],
     )
+    judge_pool = threading.BoundedSemaphore(slots)
+    api_pool = threading.BoundedSemaphore(api_slots)
+
+    def judge_task(evaluator: str, work: PageWork) -> list[Verdict]:
+        with judge_pool:
+            return judge(evaluator, judge_settings, work, max_concurrency=judge_concurrency)
 
     def run_page(spec: PageSpec) -> tuple[list[str], dict[str, Any]]:
-        work = fetch(
-            langfuse,
-            tag=tag,
-            window=window,
-            page=spec,
-            evaluators=list(EVALUATORS),
-            evaluator_version=EVALUATOR_VERSION,
-            defer_after=window.end - timedelta(minutes=DEFER_MINUTES),
-        )
-        verdicts = []
-        for evaluator in EVALUATORS:
-            verdicts.extend(
-                judge(evaluator, judge_settings, work, max_concurrency=judge_concurrency)
+        with api_pool:
+            work = fetch(
+                langfuse,
+                tag=tag,
+                window=window,
+                page=spec,
+                evaluators=list(EVALUATORS),
+                evaluator_version=EVALUATOR_VERSION,
+                defer_after=window.end - timedelta(minutes=DEFER_MINUTES),
             )
-        report = push(
-            langfuse,
-            work=work,
-            traces_owned=len(spec.trace_ids),
-            verdicts=verdicts,
-            context=context,
-            dry_run=False,
-        )
+        with ThreadPoolExecutor(max_workers=len(EVALUATORS)) as judges:
+            futures = [judges.submit(judge_task, name, work) for name in EVALUATORS]
+            verdicts = [verdict for future in futures for verdict in future.result()]
+        with api_pool:
+            report = push(
+                langfuse,
+                work=work,
+                traces_owned=len(spec.trace_ids),
+                verdicts=verdicts,
+                context=context,
+                dry_run=False,
+            )
         return [item.trace_id for item in work.page.items], report.to_dict()
 
-    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="page") as pool:
+    # Enough pages in flight to fill every judge slot while other pages fetch or push.
+    page_threads = slots + api_slots
+    with ThreadPoolExecutor(max_workers=page_threads, thread_name_prefix="page") as pool:
         done = list(pool.map(run_page, plan.pages))
     summary = summarize(
         traces_found=plan.traces_found,
@@ -125,8 +148,10 @@ def run_project_workers(
     evaluated = [trace_id for ids, _ in done for trace_id in ids]
     extra = {
         "slots": slots,
+        "api_slots": api_slots,
         "pages": len(plan.pages),
         "page_size": plan.page_size,
+        "judge_concurrency": judge_concurrency,
         "judge_calls": summary["judge_calls"],
         "judge_errors": summary["judge_errors"],
         "scores_written": summary["scores_written"],
@@ -236,6 +261,7 @@ def run_dag_test(
         evaluated=int(summary.get("evaluated") or 0),
         extra=extra,
         wall_s=float(result["seconds"]),
+        cpu_s=float(result["cpu_s"]),
         peak_mib=float(result["maxrss_kib"]) / 1024,
         note=f"run state {result['state']}; wall time is the dag.test() call, "
         "without interpreter start, DAG parsing and db migrate",
@@ -260,8 +286,10 @@ def _dag_test_child(result_path: Path, args: dict[str, Any]) -> int:
         "window_end": args["window_end"],
     }
     started = time.perf_counter()
+    cpu_started = time.process_time()
     dag_run = dag.test(run_after=logical_date, logical_date=logical_date, run_conf=conf)
     seconds = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     with create_session() as session:
         query = XComModel.get_many(
             run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="summarize_run", key="return_value"
@@ -275,6 +303,7 @@ def _dag_test_child(result_path: Path, args: dict[str, Any]) -> int:
     result = {
         "state": str(dag_run.state),
         "seconds": seconds,
+        "cpu_s": cpu_s,
         "summary": summary,
         "maxrss_kib": maxrss,
     }

@@ -20,12 +20,14 @@ COLUMNS = (
     "wall s",
     "traces/min",
     "vs baseline",
+    "of ceiling",
     "judge calls/trace",
     "API req/1k traces",
     "429s",
     "lost",
     "duplicated",
     "peak MiB",
+    "CPU ms/trace",
     "prompt tok/trace",
     "completion tok/trace",
 )
@@ -43,6 +45,8 @@ class Outcome:
         note: Free text for the table's notes.
         wall_s: The method's own wall time, when it is measured inside a subprocess.
         peak_mib: The method's own peak memory, when it is measured inside a subprocess.
+        cpu_s: CPU time (user and system, all threads) that the method's own process spent
+            while it ran, when it is measured inside a subprocess.
     """
 
     evaluated_ids: list[str] | None
@@ -51,6 +55,7 @@ class Outcome:
     note: str = ""
     wall_s: float | None = None
     peak_mib: float | None = None
+    cpu_s: float | None = None
 
 
 @dataclass
@@ -73,6 +78,9 @@ class MethodResult:
         peak_mib: Peak memory in MiB.
         memory_source: How ``peak_mib`` was measured.
         extrapolated: Whether the row scales a sample to ``traces_total``.
+        cpu_s: CPU time of the method's own process while it ran, or None when not measured.
+        ceiling_tpm: The judge's cap in traces per minute at 2 calls per trace, or None
+            without a cap.
         note: Free text for the table's notes.
         extra: Method-specific numbers kept in the JSON output.
     """
@@ -94,6 +102,8 @@ class MethodResult:
     extrapolated: bool = False
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None
+    ceiling_tpm: float | None = None
 
     @property
     def judge_calls(self) -> int:
@@ -157,6 +167,8 @@ def _row(result: MethodResult, baseline_tpm: float | None) -> list[str]:
     elif result.evaluated != result.traces_total:
         traces = f"{result.evaluated} of {result.traces_total}"
     ratio = f"{result.traces_per_min / baseline_tpm:.1f}x" if baseline_tpm else "n/a"
+    ceiling = f"{result.traces_per_min / result.ceiling_tpm:.0%}" if result.ceiling_tpm else "n/a"
+    cpu = f"{result.per_trace(result.cpu_s) * 1000:.1f}" if result.cpu_s is not None else "n/a"
     wall = f"{result.reported_wall_s:.1f}"
     if result.extrapolated:
         wall += " (extrapolated)"
@@ -167,12 +179,14 @@ def _row(result: MethodResult, baseline_tpm: float | None) -> list[str]:
         wall,
         f"{result.traces_per_min:.0f}",
         ratio,
+        ceiling,
         f"{result.per_trace(result.judge_calls):.2f}",
         f"{result.per_trace(sum(result.api_requests.values())) * 1000:.0f}",
         str(result.rate_limited),
         f"{result.lost}{checked}",
         f"{result.duplicated}{checked}",
         f"{result.peak_mib:.0f} ({result.memory_source})",
+        cpu,
         f"{result.per_trace(result.prompt_tokens):.0f}",
         f"{result.per_trace(result.completion_tokens):.0f}",
     ]

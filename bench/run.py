@@ -74,7 +74,9 @@ class BenchConfig:
         rpm: The judge's requests-per-minute cap; 0 for none.
         baseline_sample: Traces the baseline evaluates before its time is extrapolated.
         methods: Methods to run, in order.
-        slots: Page workers of ``project-workers``, like the judge pool's slots.
+        slots: Judge tasks in flight in ``project-workers``, like the judge pool's slots.
+        page_size: Page size of ``project-workers`` and the DAG methods.
+        judge_concurrency: Judge calls in flight per judge task, at most, in the same.
         raised_concurrency: ``max_concurrency`` of ``batched-raised``.
         traces_for: Traces per method where it differs from ``traces``, for a method too slow
             at full size.
@@ -91,6 +93,8 @@ class BenchConfig:
     baseline_sample: int = 40
     methods: Sequence[str] = METHODS
     slots: int = 4
+    page_size: int = 10
+    judge_concurrency: int = 8
     raised_concurrency: int = 32
     traces_for: dict[str, int] = field(default_factory=dict)
     work_dir: Path | None = None
@@ -110,7 +114,13 @@ class Stack:
 
 @contextmanager
 def fresh_stack(state_dir: Path, *, rpm: int, latency_s: float) -> Iterator[Stack]:
-    """Start a Langfuse server and a judge with new random keys; stop both by pid on exit."""
+    """Start a Langfuse server and a judge with new random keys; stop both by pid on exit.
+
+    The Langfuse server starts on an empty database: a file left by an earlier run in the same
+    work dir is removed first.
+    """
+    for stale in state_dir.glob("langfuse.db*"):
+        stale.unlink()
     public_key = f"pk-lf-{secrets.token_hex(8)}"
     secret_key = f"sk-lf-{secrets.token_hex(16)}"
     judge_key = f"sk-judge-{secrets.token_hex(16)}"
@@ -204,7 +214,15 @@ def _run_method(
         concurrency = config.raised_concurrency if method == "batched-raised" else None
         return run_batched(langfuse, judge, tag=TAG, window=window, max_concurrency=concurrency)
     if method == "project-workers":
-        return run_project_workers(langfuse, judge, tag=TAG, window=window, slots=config.slots)
+        return run_project_workers(
+            langfuse,
+            judge,
+            tag=TAG,
+            window=window,
+            slots=config.slots,
+            page_size=config.page_size,
+            judge_concurrency=config.judge_concurrency,
+        )
     if method == "dag-test":
         return run_dag_test(langfuse, judge, tag=TAG, window=window, work_dir=state_dir)
     raise ValueError(f"Unknown method {method!r}: use one of {list(METHODS)}.")
@@ -218,12 +236,18 @@ def _timed(
     window: Window,
     state_dir: Path,
 ) -> tuple[Outcome, float, float | None]:
-    """Run a method in this process; return its outcome, wall time and tracemalloc peak MiB."""
+    """Run a method in this process; return its outcome, wall time and tracemalloc peak MiB.
+
+    The outcome's ``cpu_s`` is the process's CPU time over the call, unless the method set it.
+    """
     if config.trace_memory:
         tracemalloc.start()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         outcome = _run_method(method, langfuse, judge, config, window, state_dir)
+        if outcome.cpu_s is None:
+            outcome.cpu_s = time.process_time() - cpu_started
     finally:
         wall_s = time.perf_counter() - started
         peak_mib = tracemalloc.get_traced_memory()[1] / 2**20 if config.trace_memory else None
@@ -246,6 +270,8 @@ def _run_isolated(
         "config": {
             "baseline_sample": config.baseline_sample,
             "slots": config.slots,
+            "page_size": config.page_size,
+            "judge_concurrency": config.judge_concurrency,
             "raised_concurrency": config.raised_concurrency,
             "trace_memory": config.trace_memory,
         },
@@ -271,6 +297,7 @@ def _run_isolated(
     outcome = Outcome(**result["outcome"])
     outcome.wall_s = result["wall_s"]
     outcome.peak_mib = result["maxrss_kib"] / 1024
+    outcome.cpu_s = result["outcome"].get("cpu_s")
     if result["tracemalloc_mib"] is not None:
         outcome.extra["tracemalloc_peak_mib"] = result["tracemalloc_mib"]
     return outcome
@@ -361,6 +388,8 @@ def measure(method: str, config: BenchConfig, window: Window, work_dir: Path) ->
         extrapolated=method == "baseline" and evaluated < count,
         note=outcome.note,
         extra={**outcome.extra, "outer_wall_s": outer_wall_s},
+        cpu_s=outcome.cpu_s,
+        ceiling_tpm=config.rpm / 2 if config.rpm else None,
     )
     log.info(
         "%s: %d traces in %.1f s, %d judge calls, %d lost, %d duplicated",
@@ -400,7 +429,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rpm", type=int, default=6000, help="judge cap, 0 for none")
     parser.add_argument("--baseline-sample", type=int, default=40, help="traces the baseline runs")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--slots", type=int, default=4, help="page workers of project-workers")
+    parser.add_argument("--slots", type=int, default=4, help="judge slots of project-workers")
+    parser.add_argument("--page-size", type=int, default=10, help="page size of project methods")
+    parser.add_argument(
+        "--judge-concurrency", type=int, default=8, help="judge calls in flight per judge task"
+    )
     parser.add_argument("--raised-concurrency", type=int, default=32, help="of batched-raised")
     parser.add_argument(
         "--traces-for", action="append", default=[], metavar="METHOD=N", help="traces of one method"
@@ -427,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline_sample=args.baseline_sample,
         methods=args.methods,
         slots=args.slots,
+        page_size=args.page_size,
+        judge_concurrency=args.judge_concurrency,
         raised_concurrency=args.raised_concurrency,
         traces_for=_per_method(args.traces_for),
         work_dir=args.work_dir or Path(tempfile.mkdtemp(prefix="bench-")),

@@ -14,9 +14,10 @@ Options and environment:
 
 - `LOCAL_JUDGE_API_KEY` (required): the Bearer key clients must send. Without it the server
   exits with code 2. The key is never logged.
-- `--rpm N` or `LOCAL_JUDGE_RPM`: requests-per-minute cap on chat completions in a sliding
-  60 s window; 0 (the default) means no cap. Beyond it the reply is a 429 in OpenAI's
-  rate-limit shape with `retry-after-ms` and `retry-after` headers.
+- `--rpm N` or `LOCAL_JUDGE_RPM`: requests-per-minute cap on chat completions, enforced per
+  second (at most N / 60 requests at once, refilled at N / 60 per second); 0 (the default)
+  means no cap. Beyond it the reply is a 429 in OpenAI's rate-limit shape with
+  `retry-after-ms` and `retry-after` headers.
 - `--model NAME` or `LOCAL_JUDGE_MODEL`: the model listed by `GET /v1/models` (default
   `gpt-4.1-mini`). Replies echo whatever model the request names.
 
@@ -75,7 +76,6 @@ send the judges malformed or hostile replies through the real SDKs::
 from __future__ import annotations
 
 import argparse
-import collections
 import hashlib
 import hmac
 import json
@@ -104,7 +104,8 @@ MODEL_ENV = "LOCAL_JUDGE_MODEL"
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_PORT = 3031
 KINDS: tuple[str, ...] = ("tone", "geval_score", "geval_steps", "other")
-RPM_WINDOW_S = 60.0
+RPM_BURST_S = 1.0
+"""Seconds of the requests-per-minute cap that may arrive at once."""
 SCORE_SIGMA = 0.7
 MAX_TOP_LOGPROBS = 20
 FILLER_TOKENS: tuple[str, ...] = (" ", "\n", '"', ",", ".", "}", "-", ":", "a", "the")
@@ -177,42 +178,51 @@ class JudgeStats:
 
 
 class RateLimiter:
-    """Sliding-window requests-per-minute cap."""
+    """Requests-per-minute cap, enforced per second as OpenAI quantises its limits.
 
-    def __init__(self, rpm: int, window_s: float = RPM_WINDOW_S) -> None:
+    A bucket holds up to one second's share of the cap (``rpm / 60`` requests, at least one)
+    and refills continuously at that rate, so a cap binds within a run of a few seconds, not
+    only after a minute of traffic.
+    """
+
+    def __init__(self, rpm: int, burst_s: float = RPM_BURST_S) -> None:
         """Create a limiter.
 
         Args:
-            rpm: Requests allowed per window; 0 or less disables the cap.
-            window_s: Window length in seconds.
+            rpm: Requests allowed per minute; 0 or less disables the cap.
+            burst_s: Seconds of the cap that the bucket holds.
         """
         self.rpm = rpm
-        self.window_s = window_s
-        self._times: collections.deque[float] = collections.deque()
+        self.rate = max(rpm, 0) / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self._tokens = self.capacity
+        self._updated: float | None = None
 
     def acquire(self, now: float | None = None) -> float | None:
-        """Record a request if the cap allows it.
+        """Take one request from the bucket if the cap allows it.
 
         Args:
             now: Monotonic time of the request; the current time when None.
 
         Returns:
-            None when the request is allowed, else seconds until a slot frees up.
+            None when the request is allowed, else seconds until the bucket holds one again.
         """
         if self.rpm <= 0:
             return None
         now = time.monotonic() if now is None else now
-        while self._times and now - self._times[0] >= self.window_s:
-            self._times.popleft()
-        if len(self._times) < self.rpm:
-            self._times.append(now)
+        if self._updated is not None:
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        # The tolerance keeps float rounding from refusing a request at the exact refill time.
+        if self._tokens >= 1.0 - 1e-9:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return None
-        return max(0.001, self.window_s - (now - self._times[0]))
+        return max(0.001, (1.0 - self._tokens) / self.rate)
 
     @property
     def used(self) -> int:
-        """Requests recorded in the current window."""
-        return len(self._times)
+        """Requests taken from the bucket that it has not refilled yet."""
+        return int(self.capacity - self._tokens)
 
 
 SCRIPT_KINDS: tuple[str, ...] = (*KINDS, "any")

@@ -51,7 +51,7 @@ from deepeval.test_case import LLMTestCase, SingleTurnParams
 from include.langfuse_eval.concurrency import observe_judge_reply
 from include.langfuse_eval.errors import JudgeReplyError
 from include.langfuse_eval.planning import TraceItem
-from include.langfuse_eval.settings import JudgeSettings
+from include.langfuse_eval.settings import JudgeSettings, tls_context
 from include.langfuse_eval.verdicts import (
     CODE_FENCE,
     Verdict,
@@ -267,6 +267,7 @@ def build_judge_model(settings: JudgeSettings) -> SharedClientOpenAIModel:
     """
     http_client = httpx.AsyncClient(
         timeout=settings.timeout_s,
+        verify=tls_context(),
         event_hooks={"response": [_record_usage, observe_judge_reply]},
     )
     return SharedClientOpenAIModel(
@@ -275,6 +276,9 @@ def build_judge_model(settings: JudgeSettings) -> SharedClientOpenAIModel:
         api_key=settings.api_key,
         temperature=0,
         async_http_client=http_client,
+        # deepeval builds a sync client on construction that the async judge never calls;
+        # this one shares the TLS context and opens no connection.
+        http_client=httpx.Client(timeout=settings.timeout_s, verify=tls_context()),
         max_retries=settings.max_retries,
         timeout=settings.timeout_s,
     )

@@ -14,8 +14,10 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
 from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatchResults
 from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 
@@ -31,7 +33,12 @@ log = logging.getLogger(__name__)
 SCORE_ID_NAMESPACE = uuid.UUID("6f1c2a52-8d4b-4f3e-9a57-0c1f5e2b7d90")
 """Namespace of the UUIDv5 score ids. Changing it would duplicate every score already written."""
 
-SCORE_BATCH_SIZE = 100
+SCORE_BATCH_SIZE = 1000
+"""Scores per ``POST /api/public/scores``. A batch that the server refuses as too large
+(HTTP 413) is split in halves and sent again."""
+TRACE_ID_QUERY_CHARS = 7000
+"""Budget of the URL-encoded ``trace_id`` list of one v3 scores read: with 32-character ids
+it holds 200 of them, and the request line stays under the 8 KiB that common proxies accept."""
 MAX_COMMENT_CHARS = 2000
 MAX_NAMED_REJECTIONS = 20
 """Rejected scores that a :class:`ScoreWriteRejected` message names one by one."""
@@ -174,7 +181,8 @@ def write_scores(
 ) -> WriteReport:
     """Send scores in synchronous batches of ``POST /api/public/scores``.
 
-    Every batch is sent, also after a batch was only partly accepted, so that one rejected
+    A batch refused with HTTP 413 is split in halves until the server takes it. Every batch
+    is sent, also after a batch was only partly accepted, so that one rejected
     score does not hold back the others. Requests are retried as :func:`call_langfuse`
     describes. This is safe because a score sent again with its id replaces itself.
 
@@ -198,15 +206,30 @@ def write_scores(
     report = WriteReport()
     rejections: list[str] = []
     rejected = 0
-    for offset in range(0, len(scores), batch_size):
-        batch = scores[offset : offset + batch_size]
-        reply = call_langfuse(
-            api.scores.create,
-            what="write scores",
-            retry_policy=retry_policy,
-            request=batch,
-            request_options=options,
-        )
+    pending = [scores[offset : offset + batch_size] for offset in range(0, len(scores), batch_size)]
+    while pending:
+        batch = pending.pop(0)
+        try:
+            reply = call_langfuse(
+                api.scores.create,
+                what="write scores",
+                retry_policy=retry_policy,
+                request=batch,
+                request_options=options,
+            )
+        except ApiError as error:
+            if error.status_code != 413:
+                raise
+            if len(batch) < 2:
+                raise ScoreWriteRejected(
+                    f"Langfuse refused the {batch[0].name!r} score of trace {batch[0].trace_id} "
+                    "as too large (HTTP 413), even alone."
+                ) from error
+            half = len(batch) // 2
+            log.info("Langfuse refused %d scores as too large; sending them in halves", len(batch))
+            pending[:0] = [batch[:half], batch[half:]]
+            report.requests += 1
+            continue
         report.requests += 1
         if isinstance(reply, CreateScoreBatchResults) and reply.rejected:
             rejected += reply.rejected
@@ -242,11 +265,29 @@ def score_trace_id(score: Any) -> str | None:
     return getattr(subject, "trace_id", None)
 
 
+def trace_id_chunks(trace_ids: list[str], budget: int = TRACE_ID_QUERY_CHARS) -> list[list[str]]:
+    """Split trace ids into lists whose URL-encoded, comma-joined form fits ``budget``."""
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    used = 0
+    for trace_id in trace_ids:
+        # The comma before each further id is encoded as %2C.
+        cost = len(quote(trace_id, safe="")) + (3 if chunk else 0)
+        if chunk and used + cost > budget:
+            chunks.append(chunk)
+            chunk, used, cost = [], 0, cost - 3
+        chunk.append(trace_id)
+        used += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
 def read_trace_scores(
     api: LangfuseAPI,
     trace_ids: list[str],
     *,
-    chunk_size: int = 50,
+    query_chars: int = TRACE_ID_QUERY_CHARS,
     timeout_s: float | None = None,
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> dict[str, list[Any]]:
@@ -257,14 +298,14 @@ def read_trace_scores(
     Args:
         api: The SDK client.
         trace_ids: The traces.
-        chunk_size: Trace ids per request.
+        query_chars: Budget of the encoded trace id list of one request, see
+            :func:`trace_id_chunks`.
         timeout_s: Read timeout of each request, or None for the client's timeout.
         retry_policy: Retries of each request, see :func:`call_langfuse`.
     """
     options = request_options(timeout_s, retry_policy)
     scores: dict[str, list[Any]] = {trace_id: [] for trace_id in trace_ids}
-    for offset in range(0, len(trace_ids), chunk_size):
-        chunk = trace_ids[offset : offset + chunk_size]
+    for chunk in trace_id_chunks(trace_ids, query_chars):
         cursor: str | None = None
         while True:
             page = call_langfuse(

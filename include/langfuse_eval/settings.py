@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from dataclasses import dataclass, field
 
+import certifi
 import httpx
 from langfuse.api import LangfuseAPI
 from openai import AsyncOpenAI
@@ -20,6 +24,22 @@ LANGFUSE_SDK_MAX_RETRIES = 3
 DEFAULT_JUDGE_MODEL = "gpt-4.1-mini"
 DEFAULT_JUDGE_TIMEOUT_S = 120.0
 DEFAULT_JUDGE_MAX_RETRIES = 4
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Return the process's one TLS context, trusting the same CAs as httpx's default.
+
+    Loading the CA bundle costs about 25 ms of CPU, and httpx does it for every client it
+    builds. Every client of this package shares this context instead, so a page task that
+    builds several clients loads the bundle once. ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are
+    honoured as httpx honours them.
+    """
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class LangfuseSettings:
             x_langfuse_public_key=self.public_key,
             x_langfuse_sdk_name="langfuse-airflow-eval",
             timeout=self.timeout_s,
+            httpx_client=httpx.Client(timeout=self.timeout_s, verify=tls_context()),
         )
 
 
@@ -140,6 +161,8 @@ class JudgeSettings:
             timeout=self.timeout_s,
             max_retries=self.max_retries,
             http_client=httpx.AsyncClient(
-                timeout=self.timeout_s, event_hooks={"response": [observe_judge_reply]}
+                timeout=self.timeout_s,
+                verify=tls_context(),
+                event_hooks={"response": [observe_judge_reply]},
             ),
         )

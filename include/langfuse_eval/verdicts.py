@@ -145,18 +145,25 @@ async def gather_bounded(
     bound: AdaptiveLimit | asyncio.Semaphore = (
         limit if limit is not None else asyncio.Semaphore(max_concurrency)
     )
+    results: list[Any] = [None] * len(items)
+    # One shared iterator feeds a fixed set of workers, so at most ``max_concurrency``
+    # coroutines ever wait on the bound, however long the page is. Waking every waiter of a
+    # thousand-item page on each reply cost more CPU than the calls themselves.
+    positions = iter(range(len(items)))
 
-    async def run_one(item: T) -> R:
+    async def worker() -> None:
         current_limit.set(limit)
-        async with bound:
-            return await judge(item)
+        for position in positions:
+            async with bound:
+                results[position] = await judge(items[position])
 
-    tasks = [asyncio.ensure_future(run_one(item)) for item in items]
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(max_concurrency, len(items)))]
     try:
-        return list(await asyncio.gather(*tasks))
+        await asyncio.gather(*workers)
     finally:
-        for task in tasks:
+        for task in workers:
             task.cancel()
+    return results
 
 
 async def judge_adaptively(

@@ -6,6 +6,7 @@ import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from langfuse.api import CreateScoreBatchResponse, CreateScoreBatchResults
@@ -24,12 +25,14 @@ from include.langfuse_eval.planning import TraceItem
 from include.langfuse_eval.scores import (
     MAX_COMMENT_CHARS,
     SCORE_BATCH_SIZE,
+    TRACE_ID_QUERY_CHARS,
     RunContext,
     build_score_requests,
     describe_rejection,
     read_trace_scores,
     score_id,
     score_trace_id,
+    trace_id_chunks,
     write_scores,
 )
 from include.langfuse_eval.verdicts import Verdict
@@ -383,6 +386,33 @@ def test_zero_rejected_counts_written() -> None:
     assert write_scores(FakeApi([reply]), many_requests(3)).written == {"joyfulness": 3}
 
 
+def test_write_splits_batch_refused_as_too_large() -> None:
+    too_large = ApiError(status_code=413, body={"message": "Request Entity Too Large"})
+    api = FakeApi([too_large, too_large])
+    scores = many_requests(8)
+    report = write_scores(api, scores, batch_size=8)
+    assert [len(batch) for batch in api.scores.batches] == [8, 4, 2, 2, 4]
+    assert [score for batch in api.scores.batches[2:] for score in batch] == scores
+    assert report.written == {"joyfulness": 8}
+    assert report.requests == 5
+
+
+def test_write_single_score_too_large_is_named() -> None:
+    too_large = ApiError(status_code=413, body={})
+    with pytest.raises(ScoreWriteRejected, match="trace trace-0 as too large"):
+        write_scores(FakeApi([too_large]), many_requests(1))
+
+
+def test_trace_id_chunks_fit_the_query_budget() -> None:
+    ids = [f"{index:032x}" for index in range(450)]
+    chunks = trace_id_chunks(ids)
+    assert [len(chunk) for chunk in chunks] == [200, 200, 50]
+    assert [trace_id for chunk in chunks for trace_id in chunk] == ids
+    assert all(len(quote(",".join(chunk), safe="")) <= TRACE_ID_QUERY_CHARS for chunk in chunks)
+    # An id longer than the budget still goes out, alone.
+    assert trace_id_chunks(["x" * 50, "y"], budget=10) == [["x" * 50], ["y"]]
+
+
 def test_write_auth_error_mapped() -> None:
     with pytest.raises(AuthenticationError, match="write scores"):
         write_scores(FakeApi([ApiError(status_code=401, body={})]), many_requests(1))
@@ -443,7 +473,9 @@ class FakeReadApi:
 def read_scores(count: int, chunk_size: int) -> tuple[dict[str, list[Any]], FakeReadApi]:
     api = FakeReadApi()
     trace_ids = [f"trace-{index}" for index in range(count)]
-    return read_trace_scores(api, trace_ids, chunk_size=chunk_size), api
+    # Ids are 7 characters and each further one costs 3 for the encoded comma.
+    budget = 7 * chunk_size + 3 * (chunk_size - 1)
+    return read_trace_scores(api, trace_ids, query_chars=budget), api
 
 
 def test_read_chunks_trace_ids() -> None:

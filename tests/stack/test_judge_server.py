@@ -14,6 +14,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from deepeval.metrics.g_eval import Rubric
 from deepeval.models import OpenAIModel
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
+from stack.judge_server import RateLimiter
 from stack.lexicon import TONES, joy_score
 from stack.process import REPO_ROOT, ServerProcess, free_port, start_server
 
@@ -384,8 +386,21 @@ def test_bad_or_missing_key_401(judge: Judge, admin: httpx.Client) -> None:
     assert sum(_stats(admin)["requests"].values()) == 0
 
 
+def test_rate_limiter_holds_one_second_of_the_cap() -> None:
+    limiter = RateLimiter(6000)
+    assert all(limiter.acquire(now=10.0) is None for _ in range(100))
+    wait_s = limiter.acquire(now=10.0)
+    assert wait_s == pytest.approx(0.01)
+    assert limiter.acquire(now=10.0 + wait_s) is None
+    assert limiter.acquire(now=10.0 + wait_s) is not None
+    # A long pause refills the bucket to one second's share, not more.
+    assert sum(limiter.acquire(now=100.0) is None for _ in range(150)) == 100
+    assert RateLimiter(0).acquire(now=0.0) is None
+
+
 def test_rpm_cap_429_retry_headers(tmp_path: Path) -> None:
-    capped = _start(tmp_path, "capped", ["--rpm", "2"])
+    # 120 per minute is 2 per second: two calls pass at once, the third waits about 0.5 s.
+    capped = _start(tmp_path, "capped", ["--rpm", "120"])
     try:
         sdk = openai.OpenAI(base_url=capped.base_url, api_key=capped.api_key, max_retries=0)
         messages = [{"role": "user", "content": "hello"}]
@@ -394,11 +409,14 @@ def test_rpm_cap_429_retry_headers(tmp_path: Path) -> None:
         with pytest.raises(openai.RateLimitError) as caught:
             sdk.chat.completions.create(model=JUDGE_MODEL, messages=messages)
         headers = caught.value.response.headers
-        assert 0 < int(headers["retry-after-ms"]) <= 60_000
-        assert 1 <= int(headers["retry-after"]) <= 60
+        wait_ms = int(headers["retry-after-ms"])
+        assert 0 < wait_ms <= 500
+        assert int(headers["retry-after"]) == 1
         assert caught.value.code == "rate_limit_exceeded"
+        time.sleep(wait_ms / 1000 + 0.05)
+        sdk.chat.completions.create(model=JUDGE_MODEL, messages=messages)
         stats = httpx.get(f"{capped.server.base_url}/_judge/stats").json()
-        assert stats["requests"]["other"] == 2
+        assert stats["requests"]["other"] == 3
         assert stats["rate_limited"] == 1
     finally:
         capped.server.stop()
