@@ -22,9 +22,11 @@ LANGFUSE_POOL_SLOTS ?= 8
 
 .PHONY: venv airflow-init demo test lint bench run clean
 
-$(STAMP): requirements.txt constraints.txt
+# The editable install of this project registers its Airflow provider entry point.
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

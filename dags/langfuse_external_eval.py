@@ -36,7 +36,15 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from langfuse_eval_connections import (
     LANGFUSE_CONN_ID,
@@ -44,6 +52,7 @@ from langfuse_eval_connections import (
     judge_settings,
     langfuse_settings,
 )
+from langfuse_eval_provider.links import LangfuseTracesLink
 
 from include.langfuse_eval import EVALUATOR_VERSION
 from include.langfuse_eval.errors import PermanentError
@@ -70,6 +79,16 @@ JUDGE_POOL = "langfuse_eval_judge"
 LANGFUSE_POOL = "langfuse_eval_api"
 DEFAULT_TAG = "ext_eval_pipelines"
 STATS_XCOM_KEY = "stats"
+
+# Downstream DAGs can schedule on this asset, by URI or by name. Its events carry the run
+# summary's counts, tag, window and dry_run flag in their extra.
+# NOTE: a run with another tag param, or a dry run, emits an event on this asset too, because an
+# outlet is fixed when the DAG is parsed. Consumers check the tag and dry_run in the extra.
+SUMMARY_ASSET = Asset(
+    name=f"{DAG_ID}_summary",
+    uri=f"langfuse://{LANGFUSE_CONN_ID}/tags/{DEFAULT_TAG}",
+    group="langfuse",
+)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "llm-evaluation",
@@ -366,13 +385,19 @@ def langfuse_external_eval() -> None:
         fetched = fetch_page(page=page, window=window)
         tone = judge_tone(fetched)
         joyfulness = judge_joyfulness(fetched)
-        return push_scores(
+        pushed = push_scores(
             page=page, fetched=fetched, tone=tone, joyfulness=joyfulness, window=window
         )
+        for output in (fetched, pushed):
+            output.operator.operator_extra_links = (LangfuseTracesLink(page_argument="page"),)
+        return pushed
 
-    @task(trigger_rule="all_done", retries=0, multiple_outputs=False)
+    @task(trigger_rule="all_done", retries=0, multiple_outputs=False, outlets=[SUMMARY_ASSET])
     def summarize_run(reports: Any) -> dict[str, Any]:
-        """Count the run's outcomes, log them, and fail the run if a page failed."""
+        """Count the run's outcomes, log them, and fail the run if a page failed.
+
+        On success, the summary becomes the extra of the run's event on ``SUMMARY_ASSET``.
+        """
         stats = get_current_context()["ti"].xcom_pull(task_ids="plan_pages", key=STATS_XCOM_KEY)
         if stats is None:
             raise AirflowFailException(
@@ -403,12 +428,23 @@ def langfuse_external_eval() -> None:
                 f"the max_judge_error_ratio of {max_ratio:.1%}: check the judge model and the "
                 "judge errors in the judge task logs."
             )
+        context = get_current_context()
+        window = context["ti"].xcom_pull(task_ids="resolve_window")
+        context["outlet_events"][SUMMARY_ASSET].extra = {
+            **summary,
+            "tag": context["params"]["tag"],
+            "window_start": window["start"],
+            "window_end": window["end"],
+            "dag_run_id": context["dag_run"].run_id,
+            "evaluator_version": EVALUATOR_VERSION,
+        }
         return summary
 
     window = resolve_window()
     plan = plan_pages(window)
     reports = evaluate_page.partial(window=window).expand(page=plan)
-    summarize_run(reports=reports)
+    summary = summarize_run(reports=reports)
+    summary.operator.operator_extra_links = (LangfuseTracesLink(window_task_id="resolve_window"),)
 
 
 langfuse_external_eval()
