@@ -20,7 +20,9 @@ import httpx
 log = logging.getLogger(__name__)
 
 DECREASE_COOLDOWN_S = 1.0
-"""Shortest time between two halvings of the limit."""
+"""Shortest time between two decreases of the limit."""
+DECREASE_FACTOR = 0.5
+"""What a 429 multiplies the limit by."""
 
 current_limit: ContextVar[AdaptiveLimit | None] = ContextVar("current_limit", default=None)
 
@@ -84,7 +86,7 @@ class AdaptiveLimit:
                 return
             self._last_decrease = now
             self.decreases += 1
-            self.limit = max(float(self.minimum), self.limit / 2)
+            self.limit = max(float(self.minimum), self.limit * DECREASE_FACTOR)
             log.info("Judge rate limited: concurrency lowered to %d", int(self.limit))
 
 

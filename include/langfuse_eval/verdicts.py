@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -14,7 +16,12 @@ from typing import Any, TypeVar
 import openai
 
 from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit
-from include.langfuse_eval.errors import AuthenticationError, PermanentError
+from include.langfuse_eval.errors import AuthenticationError, PermanentError, TransientError
+
+RATE_LIMIT_BUDGET_S = 600.0
+"""Longest time one trace may keep waiting on the judge's rate limit before its task fails."""
+RATE_LIMIT_MAX_WAIT_S = 30.0
+"""Cap on one wait after a rate-limited call."""
 
 MAX_JUDGE_TOKENS = 6_000
 """Maximum tokens of output text sent to a judge, by :func:`estimate_tokens`, marker included."""
@@ -155,7 +162,7 @@ async def gather_bounded(
         current_limit.set(limit)
         for position in positions:
             async with bound:
-                results[position] = await judge(items[position])
+                results[position] = await _waiting_out_rate_limits(judge, items[position])
 
     workers = [asyncio.ensure_future(worker()) for _ in range(min(max_concurrency, len(items)))]
     try:
@@ -164,6 +171,49 @@ async def gather_bounded(
         for task in workers:
             task.cancel()
     return results
+
+
+def _retry_after_s(error: openai.RateLimitError) -> float:
+    """Return the wait that a 429 reply asks for, from ``retry-after-ms`` or ``retry-after``."""
+    headers = error.response.headers if error.response is not None else {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[name]) * scale)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return 0.0
+
+
+async def _waiting_out_rate_limits(judge: Callable[[T], Awaitable[R]], item: T) -> R:
+    """Judge one item, waiting and calling again for as long as the judge answers 429.
+
+    A 429 that the OpenAI SDK's own retries could not get past means the deployment sends
+    faster than the judge's rate limit, not that the item failed. The call waits what the
+    reply asks, stretched by jitter and doubling on each further 429 so that many waiting
+    calls do not return at once, and its slot stays taken meanwhile. An exhausted quota is
+    not waited for (see :func:`permanent_judge_errors`).
+
+    Raises:
+        TransientError: The item kept being rate limited for :data:`RATE_LIMIT_BUDGET_S`.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return await judge(item)
+        except openai.RateLimitError as error:
+            if _is_quota_error(error):
+                raise
+            attempt += 1
+            elapsed = time.monotonic() - started
+            if elapsed >= RATE_LIMIT_BUDGET_S:
+                raise TransientError(
+                    f"The judge kept answering 429 for {elapsed:.0f} s: lower the judge "
+                    "pool's slots or judge_concurrency, or raise the judge's rate limit."
+                ) from error
+            wait_s = max(_retry_after_s(error), 0.05 * 2 ** min(attempt, 10))
+            wait_s = min(RATE_LIMIT_MAX_WAIT_S, wait_s * random.uniform(1.0, 2.0))
+            await asyncio.sleep(wait_s)
 
 
 async def judge_adaptively(

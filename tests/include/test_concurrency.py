@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import openai
 import pytest
 
-from include.langfuse_eval import concurrency
+from include.langfuse_eval import concurrency, verdicts
 from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit, observe_judge_reply
+from include.langfuse_eval.errors import TransientError
 from include.langfuse_eval.verdicts import gather_bounded
 
 
@@ -105,3 +107,55 @@ def test_hook_without_limit_ignored():
 def test_maximum_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         AdaptiveLimit(0)
+
+
+def rate_limit_error(
+    code: str = "rate_limit_exceeded", wait_ms: str = "1"
+) -> openai.RateLimitError:
+    response = httpx.Response(
+        429,
+        headers={"retry-after-ms": wait_ms},
+        request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"),
+    )
+    body = {"message": "Rate limit reached", "type": "requests", "code": code}
+    return openai.RateLimitError("Rate limit reached", response=response, body=body)
+
+
+def test_rate_limited_item_waits_and_is_judged(monkeypatch):
+    waits: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(verdicts.asyncio, "sleep", record_sleep)
+    refusals = {0: 3, 5: 1}
+
+    async def judge(index: int) -> int:
+        if refusals.get(index, 0):
+            refusals[index] -= 1
+            raise rate_limit_error(wait_ms="400")
+        return index
+
+    results = asyncio.run(gather_bounded(list(range(8)), judge, 4, AdaptiveLimit(4)))
+    assert results == list(range(8))
+    assert len(waits) == 4
+    # Each wait is at least what the reply asked for, and jitter never exceeds twice that.
+    assert all(0.4 <= wait <= verdicts.RATE_LIMIT_MAX_WAIT_S for wait in waits)
+
+
+def test_quota_error_is_not_waited_for():
+    async def judge(index: int) -> int:
+        raise rate_limit_error(code="insufficient_quota")
+
+    with pytest.raises(openai.RateLimitError, match="Rate limit"):
+        asyncio.run(gather_bounded([1], judge, 1, AdaptiveLimit(1)))
+
+
+def test_rate_limit_past_budget_fails_task(monkeypatch):
+    monkeypatch.setattr(verdicts, "RATE_LIMIT_BUDGET_S", 0.0)
+
+    async def judge(index: int) -> int:
+        raise rate_limit_error()
+
+    with pytest.raises(TransientError, match="kept answering 429"):
+        asyncio.run(gather_bounded([1, 2], judge, 2, AdaptiveLimit(2)))
