@@ -1,6 +1,6 @@
 """Start a real Airflow deployment on 127.0.0.1 and drive it through its REST API.
 
-The deployment is the one of `docker-compose.yaml` without Docker. A PostgreSQL database holds
+The deployment is the one of `docker-compose.yaml` without Docker. A PostgreSQL database stores
 the metadata and Redis is the Celery broker. The API server, the scheduler, the DAG processor,
 an optional triggerer and N Celery workers (or the LocalExecutor) each run as a process with
 its own log file. The tests in `tests/cluster` and the benchmark use it like this:
@@ -471,6 +471,9 @@ class AirflowRestClient:
     ) -> dict[str, Any]:
         """Create a backfill: queued runs for every logical date in `[from_date, to_date]`.
 
+        NOTE: the tests create their backfill with the `airflow backfill create` CLI, so this
+        call is not exercised by them.
+
         Returns:
             The backfill, with its `id`.
         """
@@ -575,10 +578,15 @@ class ClusterProcess:
             return
         while self.exit_code is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self.exit_code is None:
+            log.warning(
+                "airflow %s did not exit after SIGTERM; killing its process group", self.name
+            )
         # Children of the group may outlive their leader.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
+        log.debug("airflow %s exited with code %s", self.name, self.popen.returncode)
 
 
 @dataclass
@@ -596,8 +604,9 @@ class AirflowCluster:
         worker_concurrency: Task slots per Celery worker.
         pool_slots: Slots per pool name. None creates the DAG's two pools with 4 judge and 8
             Langfuse API slots, like `make airflow-init`.
-        extra_env: Variables for every process, after the cluster's own: `AIRFLOW_CONN_*`
-            connections, `AIRFLOW__CORE__PARALLELISM`, overrides of `FAST_SCHEDULING_ENV`.
+        extra_env: Variables for every process, applied after the cluster's own, such as
+            `AIRFLOW_CONN_*` connections, `AIRFLOW__CORE__PARALLELISM` or overrides of
+            `FAST_SCHEDULING_ENV`. Left out of the repr, because connections contain keys.
         triggerer: Start a triggerer too (only deferrable tasks need it).
         start_timeout_s: Seconds each process may take to become ready.
     """
@@ -609,7 +618,7 @@ class AirflowCluster:
     workers: int = 2
     worker_concurrency: int = 2
     pool_slots: Mapping[str, int] | None = None
-    extra_env: Mapping[str, str] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     triggerer: bool = False
     start_timeout_s: float = 120.0
     processes: dict[str, ClusterProcess] = field(default_factory=dict, init=False)

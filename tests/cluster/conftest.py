@@ -65,9 +65,12 @@ class ClusterStack:
 def cluster_services() -> None:
     """Skip unless PostgreSQL and Redis accept connections on their default ports of 127.0.0.1."""
     if not postgres_available():
-        pytest.skip("PostgreSQL does not accept connections on 127.0.0.1:5432")
+        pytest.skip(
+            "PostgreSQL on 127.0.0.1:5432 is unreachable or rejects the postgres user without a "
+            "password"
+        )
     if not redis_available():
-        pytest.skip("Redis does not answer PING on 127.0.0.1:6379")
+        pytest.skip("Redis on 127.0.0.1:6379 is unreachable or does not reply to PING")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """The DAG under a real scheduler: CeleryExecutor, two workers, PostgreSQL and Redis.
 
 One scenario runs against the cluster and the module's local stack. Unpausing the DAG makes
-the scheduler start the run of the latest window. Beside it runs a run triggered through the
-REST API with changed params over an earlier day. Once both have finished, `airflow backfill
+the scheduler start the run of the latest window. At the same time, a run triggered through the
+REST API with changed params covers an earlier day. Once both have finished, `airflow backfill
 create` queues three earlier days, one of which the triggered run already scored. The tests
 below check what each step left behind.
 
@@ -29,9 +29,23 @@ from stack.otlp import TraceRecord, send_traces
 
 pytestmark = pytest.mark.cluster
 
-DAG_ID = read_dag_constants(["DAG_ID"])["DAG_ID"]
-TAG = read_dag_constants(["DEFAULT_TAG"])["DEFAULT_TAG"]
-WINDOW_HOUR_UTC = 5
+DAG_CONSTANTS = read_dag_constants(
+    ["DAG_ID", "DEFAULT_TAG", "JUDGE_POOL", "LANGFUSE_POOL", "SCHEDULE_CRON"]
+)
+DAG_ID = DAG_CONSTANTS["DAG_ID"]
+TAG = DAG_CONSTANTS["DEFAULT_TAG"]
+PAGE_TASK_PREFIX = "evaluate_page."
+TASK_POOLS = {
+    "plan_pages": DAG_CONSTANTS["LANGFUSE_POOL"],
+    f"{PAGE_TASK_PREFIX}fetch_page": DAG_CONSTANTS["LANGFUSE_POOL"],
+    f"{PAGE_TASK_PREFIX}judge_tone": DAG_CONSTANTS["JUDGE_POOL"],
+    f"{PAGE_TASK_PREFIX}judge_joyfulness": DAG_CONSTANTS["JUDGE_POOL"],
+    f"{PAGE_TASK_PREFIX}push_scores": DAG_CONSTANTS["LANGFUSE_POOL"],
+}
+"""The pool of each task that the DAG assigns to one of the project's pools."""
+
+WINDOW_HOUR_UTC = int(DAG_CONSTANTS["SCHEDULE_CRON"].split()[1])
+"""Hour of the daily cron schedule, in UTC because the cluster sets LANGFUSE_EVAL_TIMEZONE=UTC."""
 TRACES_WITH_OUTPUT = 7
 TRACES_WITHOUT_OUTPUT = 2
 TRACES_PER_DAY = TRACES_WITH_OUTPUT + TRACES_WITHOUT_OUTPUT
@@ -46,7 +60,6 @@ ANSWERS = [
     "Leave the building now and call the gas company; do not switch on any lights.",
     "Great news: your order shipped today and should arrive on Thursday. Enjoy!",
 ]
-PAGE_TASK_PREFIX = "evaluate_page."
 POLL_INTERVAL_S = 0.5
 
 
@@ -90,7 +103,7 @@ class Scenario:
     scheduled: dict[str, Any]
     manual: dict[str, Any]
     backfill: list[dict[str, Any]]
-    judge_requests: int
+    judge_calls: int
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -106,8 +119,8 @@ def judge_requests(judge_url: str) -> int:
 
 def wait_for_scheduled_run(cluster: AirflowCluster) -> dict[str, Any]:
     """Wait until the scheduler has created a scheduled run and return it."""
-    deadline = datetime.now(UTC) + timedelta(seconds=RUN_TIMEOUT_S)
-    while datetime.now(UTC) < deadline:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
         runs = cluster.client.list_runs(DAG_ID, run_type="scheduled")
         if runs:
             return runs[-1]
@@ -123,8 +136,8 @@ def wait_for_backfill(cluster: AirflowCluster) -> dict[str, Any]:
     """Wait until the DAG's only backfill has completed and return it."""
     backfills = cluster.client.list_backfills(DAG_ID)
     assert len(backfills) == 1, backfills
-    deadline = datetime.now(UTC) + timedelta(seconds=RUN_TIMEOUT_S)
-    while datetime.now(UTC) < deadline:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
         backfill = cluster.client.get_backfill(backfills[0]["id"])
         if backfill["completed_at"] is not None:
             return backfill
@@ -203,7 +216,7 @@ def scenario(cluster: AirflowCluster, cluster_stack: Any, days: list[SeededDay])
         scheduled=scheduled,
         manual=manual,
         backfill=backfill,
-        judge_requests=judge_requests(cluster_stack.judge.base_url) - judge_before,
+        judge_calls=judge_requests(cluster_stack.judge.base_url) - judge_before,
     )
 
 
@@ -235,12 +248,15 @@ def test_scheduled_run_covers_latest_window(cluster, scenario, days):
     assert summary["skipped"] == {"missing_output": TRACES_WITHOUT_OUTPUT}
 
 
-def test_triggered_run_applies_params(cluster, scenario):
+def test_triggered_run_applies_params(cluster, scenario, days):
     run = scenario.manual
 
     assert_succeeded(cluster, run)
     assert run["run_type"] == "manual"
     assert run["conf"]["page_size"] == MANUAL_PAGE_SIZE
+    window = cluster.client.xcom(DAG_ID, run["dag_run_id"], "resolve_window")
+    assert datetime.fromisoformat(window["start"]) == days[1].start
+    assert datetime.fromisoformat(window["end"]) == days[1].end
     tasks = cluster.client.task_instances(DAG_ID, run["dag_run_id"])
     fetches = [ti for ti in tasks if ti["task_id"] == f"{PAGE_TASK_PREFIX}fetch_page"]
     assert len(fetches) == math.ceil(TRACES_PER_DAY / MANUAL_PAGE_SIZE)
@@ -283,7 +299,7 @@ def test_one_score_per_trace_and_name(scenario, days, langfuse_api):
     for trace_id in without_output:
         assert scores[trace_id] == [], trace_id
     # Two judge calls per trace with output: nothing was judged twice across the runs.
-    assert scenario.judge_requests == 2 * len(with_output)
+    assert scenario.judge_calls == 2 * len(with_output)
 
 
 def test_both_workers_ran_page_tasks(cluster, scenario):
@@ -294,3 +310,10 @@ def test_both_workers_ran_page_tasks(cluster, scenario):
                 hostnames[ti["hostname"]] += 1
 
     assert set(hostnames) == set(cluster.worker_hostnames), hostnames
+
+
+def test_tasks_ran_in_project_pools(cluster, scenario):
+    tasks = cluster.client.task_instances(DAG_ID, scenario.manual["dag_run_id"])
+
+    pools = {ti["task_id"]: ti["pool"] for ti in tasks if ti["task_id"] in TASK_POOLS}
+    assert pools == TASK_POOLS
