@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -25,7 +26,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
 from include.langfuse_eval.errors import AuthenticationError, ScoreWriteRejected, TransientError
-from include.langfuse_eval.observations import TraceRef, list_window_traces
+from include.langfuse_eval.observations import (
+    CoreRow,
+    TraceRef,
+    build_filter,
+    call_langfuse,
+    get_core_page,
+    list_window_traces,
+    request_options,
+)
 from include.langfuse_eval.planning import FetchedPage, fetch_page, plan_pages
 from include.langfuse_eval.scores import read_trace_scores, score_id, write_scores
 from include.langfuse_eval.settings import LangfuseSettings, RetryPolicy
@@ -374,3 +383,39 @@ def test_retried_write_keeps_one_score(server: Server) -> None:
     # The server still handles the timed-out request, and its late write replaces itself.
     time.sleep(1.0)
     assert score_counts(server, trace_ids) == {trace_ids[0]: Counter({"tone": 1, "joyfulness": 1})}
+
+
+def test_core_page_reads_the_rows_the_sdk_parses(server: Server) -> None:
+    api = server.api()
+    filter_json = build_filter(TAG, start_at_or_after=WINDOW.start, end_before=WINDOW.end)
+    options = request_options(None, FAST)
+    sdk_page = api.observations.get_many(
+        fields="core", limit=3, filter=filter_json, request_options=options
+    )
+    core_page = get_core_page(
+        api, fields="core", limit=3, cursor=None, filter=filter_json, request_options=options
+    )
+    assert len(core_page.data) == 3
+    assert core_page.data == [
+        CoreRow(row.id, row.trace_id, row.start_time) for row in sdk_page.data
+    ]
+    assert core_page.meta.cursor == sdk_page.meta.cursor
+
+
+def test_core_page_errors_are_the_sdks(server: Server, baseline: list[TraceRef]) -> None:
+    filter_json = build_filter(TAG, start_at_or_after=WINDOW.start, end_before=WINDOW.end)
+    with pytest.raises(AuthenticationError, match="HTTP 401"):
+        call_langfuse(
+            partial(get_core_page, server.api(secret_key="sk-lf-wrong")),
+            what="read observations",
+            retry_policy=FAST,
+            fields="core",
+            limit=10,
+            cursor=None,
+            filter=filter_json,
+            request_options=request_options(None, FAST),
+        )
+    server.fault(path_prefix="/api/public/v2/observations", status=503, times=1)
+    # The 503 is retried like any SDK call, and the read ends with every trace.
+    assert read(server) == baseline
+    assert server.admin.get("/_stack/stats").json()["faults_served"] == 1
