@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -769,12 +768,6 @@ class AirflowCluster:
                 **FAST_SCHEDULING_ENV,
             }
         )
-        if importlib.util.find_spec("asyncpg") is None:
-            # NOTE: Airflow derives an asyncpg URL for its async engine from the metadata URL,
-            # and asyncpg is not among the pinned packages (the official image has it). An
-            # empty async URL turns that engine off. In 3.3.2 only the run-wait endpoint,
-            # state stores and multi-team setups use it, and this project uses none of them.
-            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = ""
         if self.executor == "CeleryExecutor":
             broker_url = self.broker_url or self._redis.url  # type: ignore[union-attr]
             env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
