@@ -210,6 +210,7 @@ def run_dag_test(
     tag: str,
     window: Window,
     work_dir: Path,
+    page_size: int = PAGE_SIZE,
 ) -> Outcome:
     """Run the DAG once under ``dag.test()`` in a subprocess and return what it evaluated.
 
@@ -234,6 +235,7 @@ def run_dag_test(
         result_path = work_dir / "dag-test.json"
         args = {
             "tag": tag,
+            "page_size": page_size,
             "window_start": window.to_dict()["start"],
             "window_end": window.to_dict()["end"],
         }
@@ -281,6 +283,7 @@ def _dag_test_child(result_path: Path, args: dict[str, Any]) -> int:
     logical_date = datetime.now(UTC).replace(microsecond=0)
     conf = {
         "tag": args["tag"],
+        "page_size": args["page_size"],
         "max_traces": None,
         "window_start": args["window_start"],
         "window_end": args["window_end"],
@@ -313,3 +316,79 @@ def _dag_test_child(result_path: Path, args: dict[str, Any]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_dag_test_child(Path(sys.argv[1]), json.loads(sys.argv[2])))
+
+
+def run_scheduler(
+    langfuse: LangfuseSettings,
+    judge_settings: JudgeSettings,
+    *,
+    tag: str,
+    window: Window,
+    work_dir: Path,
+    page_size: int = PAGE_SIZE,
+) -> Outcome:
+    """Trigger the DAG once on a real Airflow deployment and time the run.
+
+    ``stack.airflow_cluster`` starts the API server, scheduler and DAG processor with the
+    LocalExecutor on a new PostgreSQL database, with the pools of ``make airflow-init``. The
+    scheduler creates no scheduled run (``max_dagruns_to_create_per_loop`` is 0), so the
+    triggered run is the only one. The wall time is the run's own, from its start to its end
+    as Airflow records them; starting the deployment and parsing the DAG are not counted.
+
+    Raises:
+        RuntimeError: PostgreSQL is not reachable on 127.0.0.1, or the run did not succeed.
+    """
+    from stack.airflow_cluster import AirflowCluster, postgres_available, postgres_database
+
+    if not postgres_available():
+        raise RuntimeError("The scheduler method needs PostgreSQL on 127.0.0.1:5432.")
+    home = Path(tempfile.mkdtemp(prefix="airflow-scheduler-", dir=work_dir))
+    extra_env = {
+        **connection_env(langfuse, judge_settings),
+        "AIRFLOW__SCHEDULER__MAX_DAGRUNS_TO_CREATE_PER_LOOP": "0",
+    }
+    conf = {
+        "tag": tag,
+        "max_traces": None,
+        "page_size": page_size,
+        "window_start": window.to_dict()["start"],
+        "window_end": window.to_dict()["end"],
+    }
+    with (
+        postgres_database("bench_scheduler") as database_url,
+        AirflowCluster(
+            home, database_url=database_url, executor="LocalExecutor", extra_env=extra_env
+        ) as cluster,
+    ):
+        cluster.wait_for_dag(DAG_ID)
+        cluster.client.set_paused(DAG_ID, paused=False)
+        triggered = time.perf_counter()
+        run = cluster.client.trigger_run(DAG_ID, conf=conf)
+        finished = cluster.client.wait_for_run(DAG_ID, run["dag_run_id"], timeout_s=3600)
+        trigger_to_end_s = time.perf_counter() - triggered
+        summary = cluster.client.xcom(DAG_ID, run["dag_run_id"], "summarize_run")
+        tasks = cluster.client.task_instances(DAG_ID, run["dag_run_id"])
+    if finished["state"] != "success":
+        raise RuntimeError(f"The scheduler run ended {finished['state']}: see {home / 'logs'}")
+    started = datetime.fromisoformat(finished["start_date"])
+    ended = datetime.fromisoformat(finished["end_date"])
+    summary = summary if isinstance(summary, dict) else {}
+    extra = {
+        "state": finished["state"],
+        "pages": summary.get("pages"),
+        "task_instances": len(tasks),
+        "judge_calls": summary.get("judge_calls"),
+        "judge_errors": summary.get("judge_errors"),
+        "scores_written": summary.get("scores_written"),
+        "trigger_to_end_s": trigger_to_end_s,
+        "page_size": page_size,
+    }
+    return Outcome(
+        evaluated_ids=None,
+        evaluated=int(summary.get("evaluated") or 0),
+        extra=extra,
+        wall_s=(ended - started).total_seconds(),
+        note=f"run state {finished['state']}, {len(tasks)} task instances, page size "
+        f"{page_size}; wall time is the run's start to end as Airflow records them "
+        f"({trigger_to_end_s:.1f} s from the REST trigger)",
+    )

@@ -39,7 +39,7 @@ import httpx
 
 from bench.baseline import run_baseline
 from bench.batched import run_batched
-from bench.project import run_dag_test, run_project_workers
+from bench.project import run_dag_test, run_project_workers, run_scheduler
 from bench.report import (
     MethodResult,
     Outcome,
@@ -57,7 +57,16 @@ from stack.process import ServerProcess, free_port, start_server
 log = logging.getLogger("bench")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("baseline", "batched-default", "batched-raised", "project-workers", "dag-test")
+METHODS = (
+    "baseline",
+    "batched-default",
+    "batched-raised",
+    "project-workers",
+    "dag-test",
+    "scheduler",
+)
+OWN_PROCESS_METHODS = ("dag-test", "scheduler")
+"""Methods that start their own processes and measure their own time and memory."""
 TAG = "ext_eval_pipelines"
 JUDGE_MODEL = "gpt-4.1-mini"
 DEMO_DATA = REPO_ROOT / "stack" / "data" / "demo.jsonl"
@@ -77,6 +86,7 @@ class BenchConfig:
         slots: Judge tasks in flight in ``project-workers``, like the judge pool's slots.
         page_size: Page size of ``project-workers`` and the DAG methods.
         judge_concurrency: Judge calls in flight per judge task, at most, in the same.
+        dag_page_size: The ``page_size`` param of the ``dag-test`` and ``scheduler`` runs.
         raised_concurrency: ``max_concurrency`` of ``batched-raised``.
         traces_for: Traces per method where it differs from ``traces``, for a method too slow
             at full size.
@@ -95,6 +105,7 @@ class BenchConfig:
     slots: int = 4
     page_size: int = 10
     judge_concurrency: int = 8
+    dag_page_size: int = 10
     raised_concurrency: int = 32
     traces_for: dict[str, int] = field(default_factory=dict)
     work_dir: Path | None = None
@@ -224,7 +235,23 @@ def _run_method(
             judge_concurrency=config.judge_concurrency,
         )
     if method == "dag-test":
-        return run_dag_test(langfuse, judge, tag=TAG, window=window, work_dir=state_dir)
+        return run_dag_test(
+            langfuse,
+            judge,
+            tag=TAG,
+            window=window,
+            work_dir=state_dir,
+            page_size=config.dag_page_size,
+        )
+    if method == "scheduler":
+        return run_scheduler(
+            langfuse,
+            judge,
+            tag=TAG,
+            window=window,
+            work_dir=state_dir,
+            page_size=config.dag_page_size,
+        )
     raise ValueError(f"Unknown method {method!r}: use one of {list(METHODS)}.")
 
 
@@ -246,7 +273,7 @@ def _timed(
     cpu_started = time.process_time()
     try:
         outcome = _run_method(method, langfuse, judge, config, window, state_dir)
-        if outcome.cpu_s is None:
+        if outcome.cpu_s is None and method != "scheduler":
             outcome.cpu_s = time.process_time() - cpu_started
     finally:
         wall_s = time.perf_counter() - started
@@ -328,6 +355,8 @@ def _child_main(job_path: Path, result_path: Path) -> int:
 
 
 def _memory_source(method: str, config: BenchConfig) -> str:
+    if method == "scheduler":
+        return "not measured: one process per task"
     if method == "dag-test" or config.isolate:
         return "ru_maxrss, subprocess"
     return "tracemalloc" if config.trace_memory else "not measured"
@@ -350,7 +379,7 @@ def measure(method: str, config: BenchConfig, window: Window, work_dir: Path) ->
 
         started = time.perf_counter()
         peak_mib: float | None = None
-        if config.isolate and method != "dag-test":
+        if config.isolate and method not in OWN_PROCESS_METHODS:
             outcome = _run_isolated(method, stack, config, window, state_dir)
         else:
             outcome, _, peak_mib = _timed(
@@ -434,6 +463,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--judge-concurrency", type=int, default=8, help="judge calls in flight per judge task"
     )
+    parser.add_argument(
+        "--dag-page-size", type=int, default=10, help="page_size of the dag-test and scheduler runs"
+    )
     parser.add_argument("--raised-concurrency", type=int, default=32, help="of batched-raised")
     parser.add_argument(
         "--traces-for", action="append", default=[], metavar="METHOD=N", help="traces of one method"
@@ -462,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slots=args.slots,
         page_size=args.page_size,
         judge_concurrency=args.judge_concurrency,
+        dag_page_size=args.dag_page_size,
         raised_concurrency=args.raised_concurrency,
         traces_for=_per_method(args.traces_for),
         work_dir=args.work_dir or Path(tempfile.mkdtemp(prefix="bench-")),

@@ -234,9 +234,7 @@ def _child(step: str, job_path: Path, work_dir: Path) -> int:
     elif step in ("judge_tone", "judge_joyfulness"):
         evaluator = step.removeprefix("judge_")
         work = PageWork.from_dict(read("fetch_page"))
-        verdicts = judge(
-            evaluator, judge_settings, work, max_concurrency=job["judge_concurrency"]
-        )
+        verdicts = judge(evaluator, judge_settings, work, max_concurrency=job["judge_concurrency"])
         output = [verdict.to_dict() for verdict in verdicts]
         extra = {"verdicts": len(verdicts), "errors": sum(1 for v in verdicts if not v.ok)}
     elif step == "push_scores":

@@ -245,7 +245,7 @@ def call_langfuse(
         ) from error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CoreRow:
     """The fields of an observation row that planning uses, from the ``core`` field group."""
 
@@ -489,7 +489,7 @@ def dedupe_roots(observations: list[ObservationV2]) -> dict[str, ObservationV2]:
     return by_trace
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceRef:
     """A trace of the window and the start-time range of its root observations."""
 
@@ -533,11 +533,18 @@ def list_window_traces(
         retry_policy=retry_policy,
         min_split_span=min_split_span,
     )
-    ranges: dict[str, list[datetime]] = {}
+    # One small object per trace, replaced only for a trace with several roots: at 100,000
+    # traces this fold is most of the planning task's memory.
+    refs: dict[str, TraceRef] = {}
     for observation in rows:
-        if not observation.trace_id:
+        trace_id, start = observation.trace_id, observation.start_time
+        if not trace_id:
             continue
-        bounds = ranges.setdefault(observation.trace_id, [observation.start_time] * 2)
-        bounds[0] = max(bounds[0], observation.start_time)
-        bounds[1] = min(bounds[1], observation.start_time)
-    return [TraceRef(trace_id, newest, oldest) for trace_id, (newest, oldest) in ranges.items()]
+        ref = refs.get(trace_id)
+        if ref is None:
+            refs[trace_id] = TraceRef(trace_id, start, start)
+        elif start > ref.newest_start or start < ref.oldest_start:
+            refs[trace_id] = TraceRef(
+                trace_id, max(ref.newest_start, start), min(ref.oldest_start, start)
+            )
+    return list(refs.values())
