@@ -45,7 +45,9 @@ test: venv
 
 # Throughput benchmark on the local stack; results go to BENCHMARKS.md.
 bench: venv
-	$(BIN)/python -m bench.run --traces 2000 --latency-ms 200 --rpm 6000 --baseline-sample 40
+	$(BIN)/python -m bench.run --traces 2000 --latency-ms 200 --rpm 5000 --baseline-sample 40 \
+		--page-size 50 --judge-concurrency 16 --traces-for dag-test=500 --traces-for scheduler=50 \
+		--scale-sizes 10000 100000
 
 lint: venv
 	$(BIN)/ruff check .

@@ -185,7 +185,7 @@ def _row(result: MethodResult, baseline_tpm: float | None) -> list[str]:
         str(result.rate_limited),
         f"{result.lost}{checked}",
         f"{result.duplicated}{checked}",
-        f"{result.peak_mib:.0f} ({result.memory_source})",
+        f"{result.peak_mib:.0f} ({result.memory_source})" if result.peak_mib else "n/a",
         cpu,
         f"{result.per_trace(result.prompt_tokens):.0f}",
         f"{result.per_trace(result.completion_tokens):.0f}",

@@ -62,10 +62,15 @@ METHODS = (
     "batched-default",
     "batched-raised",
     "project-workers",
+    "project-workers-1000",
     "dag-test",
     "scheduler",
 )
 OWN_PROCESS_METHODS = ("dag-test", "scheduler")
+LARGE_PAGE_SIZE = 1000
+"""Page size of ``project-workers-1000``, the size the API request target is set at."""
+LARGE_PAGE_CONCURRENCY = 32
+"""Judge calls in flight per judge task of ``project-workers-1000``."""
 """Methods that start their own processes and measure their own time and memory."""
 TAG = "ext_eval_pipelines"
 JUDGE_MODEL = "gpt-4.1-mini"
@@ -224,15 +229,16 @@ def _run_method(
     if method in ("batched-default", "batched-raised"):
         concurrency = config.raised_concurrency if method == "batched-raised" else None
         return run_batched(langfuse, judge, tag=TAG, window=window, max_concurrency=concurrency)
-    if method == "project-workers":
+    if method in ("project-workers", "project-workers-1000"):
+        large = method == "project-workers-1000"
         return run_project_workers(
             langfuse,
             judge,
             tag=TAG,
             window=window,
             slots=config.slots,
-            page_size=config.page_size,
-            judge_concurrency=config.judge_concurrency,
+            page_size=LARGE_PAGE_SIZE if large else config.page_size,
+            judge_concurrency=LARGE_PAGE_CONCURRENCY if large else config.judge_concurrency,
         )
     if method == "dag-test":
         return run_dag_test(
@@ -440,6 +446,74 @@ def run_benchmark(config: BenchConfig) -> list[MethodResult]:
     return [measure(method, config, window, work_dir) for method in config.methods]
 
 
+def target_lines(
+    results: Sequence[MethodResult], scale_results: Sequence[dict[str, Any]]
+) -> list[str]:
+    """Check the run against the project's speed and memory targets, one line each.
+
+    A target whose method or size was not part of the run is listed as not measured.
+    """
+    by_method = {result.method: result for result in results}
+    baseline = by_method.get("baseline")
+    lines: list[str] = []
+
+    def line(met: bool | None, text: str) -> None:
+        mark = "not measured" if met is None else ("met" if met else "MISSED")
+        lines.append(f"- {mark}: {text}")
+
+    project = [r for r in results if r.method in ("project-workers", "project-workers-1000")]
+    for result in project + [r for r in results if r.method in OWN_PROCESS_METHODS]:
+        calls = result.per_trace(result.judge_calls)
+        line(abs(calls - 2.0) < 0.005, f"`{result.method}` makes {calls:.2f} judge calls a trace")
+    workers = by_method.get("project-workers")
+    if workers is not None and workers.ceiling_tpm:
+        share = workers.traces_per_min / workers.ceiling_tpm
+        line(
+            share >= 0.9 and workers.lost == 0,
+            f"`project-workers` sustains {share:.0%} of the judge's ceiling "
+            f"({workers.traces_per_min:.0f} of {workers.ceiling_tpm:.0f} traces/min, "
+            f"{workers.rate_limited} 429s) with {workers.lost} lost (target: 90%, 0 lost)",
+        )
+    else:
+        line(None, "share of the judge's ceiling (needs project-workers and --rpm)")
+    if workers is not None and baseline is not None and baseline.traces_per_min:
+        ratio = workers.traces_per_min / baseline.traces_per_min
+        line(ratio >= 25, f"`project-workers` runs at {ratio:.1f}x the baseline (target: 25x)")
+    else:
+        line(None, "ratio to the baseline (needs baseline and project-workers)")
+    large = by_method.get("project-workers-1000")
+    if large is not None:
+        per_1k = large.per_trace(sum(large.api_requests.values())) * 1000
+        line(per_1k <= 10, f"page size 1,000 makes {per_1k:.1f} Langfuse requests per 1k traces")
+    else:
+        line(None, "Langfuse requests per 1k traces at page size 1,000")
+    scheduler = by_method.get("scheduler")
+    if scheduler is not None and baseline is not None and baseline.evaluated:
+        baseline_s = baseline.wall_s / baseline.evaluated * scheduler.evaluated
+        line(
+            scheduler.wall_s < baseline_s,
+            f"the scheduler run of {scheduler.evaluated} traces took {scheduler.wall_s:.1f} s, "
+            f"the baseline takes {baseline_s:.1f} s for as many (extrapolated)",
+        )
+    else:
+        line(None, "scheduler run against the baseline (needs baseline and scheduler)")
+    if len(scale_results) >= 2:
+        small, large_scale = scale_results[0], scale_results[-1]
+        plan_s = next(s.wall_s for s in large_scale["steps"] if s.step == "plan_pages")
+        line(plan_s < 60, f"planning {large_scale['traces']:,} traces took {plan_s:.1f} s")
+        small_peaks = {s.step: s.peak_mib for s in small["steps"]}
+        for step in large_scale["steps"]:
+            ratio = step.peak_mib / small_peaks[step.step]
+            line(
+                ratio <= 1.2,
+                f"`{step.step}` peak memory at {large_scale['traces']:,} traces is {ratio:.2f}x "
+                f"the one at {small['traces']:,}",
+            )
+    else:
+        line(None, "planning time and memory at scale (needs --scale-sizes with two sizes)")
+    return lines
+
+
 def _per_method(values: Sequence[str]) -> dict[str, int]:
     parsed = {}
     for value in values:
@@ -469,6 +543,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--raised-concurrency", type=int, default=32, help="of batched-raised")
     parser.add_argument(
         "--traces-for", action="append", default=[], metavar="METHOD=N", help="traces of one method"
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure planning and task memory at these trace counts (bench.scale)",
     )
     parser.add_argument("--work-dir", type=Path, default=None, help="logs and databases")
     parser.add_argument("--tracemalloc", action="store_true", help="also trace the heap (slow)")
@@ -504,8 +585,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = run_benchmark(config)
     table = render_table(results)
-    print(table)
     assert config.work_dir is not None
+    scale_results: list[dict[str, Any]] = []
+    if args.scale_sizes:
+        # bench.scale builds on this module's stack helpers, so it is imported here.
+        from bench.scale import run_scale
+
+        scale_args = argparse.Namespace(
+            sizes=args.scale_sizes,
+            page_size=config.dag_page_size,
+            judge_concurrency=config.judge_concurrency,
+            latency_ms=config.latency_ms,
+            work_dir=config.work_dir / "scale",
+        )
+        scale_results, scale_table = run_scale(scale_args)
+        table += "\n\nPlanning and task memory at a day's volume (`bench.scale`):\n\n" + scale_table
+    table += "\n\nTargets:\n\n" + "\n".join(target_lines(results, scale_results))
+    print(table)
     details = config.work_dir / "results.json"
     details.write_text(json.dumps([r.to_dict() for r in results], indent=2), encoding="utf-8")
     log.info("Details in %s", details)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import COLUMNS, render_table
-from bench.run import BenchConfig, run_benchmark
+from bench.report import COLUMNS, MethodResult, render_table
+from bench.run import BenchConfig, run_benchmark, target_lines
 
 METHODS = ("baseline", "batched-default", "batched-raised", "project-workers")
 TRACES = 6
@@ -53,3 +53,28 @@ def test_smoke_run_rows_per_method(tmp_path: Path) -> None:
     rows = [line for line in lines[2:] if line.startswith("| ")]
     assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(METHODS)
     assert all(row.count(" | ") == len(COLUMNS) - 1 for row in rows)
+
+
+def test_targets_name_what_is_missed() -> None:
+    baseline = MethodResult(
+        method="baseline",
+        traces_total=100,
+        evaluated=10,
+        wall_s=7.0,
+        judge_requests={"tone": 10, "geval_steps": 10, "geval_score": 10},
+        extrapolated=True,
+    )
+    slow = MethodResult(
+        method="project-workers",
+        traces_total=100,
+        evaluated=100,
+        wall_s=60.0,
+        judge_requests={"tone": 100, "geval_score": 100},
+        ceiling_tpm=150.0,
+    )
+    lines = target_lines([baseline, slow], [])
+    assert lines[0] == "- met: `project-workers` makes 2.00 judge calls a trace"
+    # 100 traces a minute is 67% of a 150-a-minute ceiling and 1.2 times the baseline.
+    assert lines[1].startswith("- MISSED: `project-workers` sustains 67% of the judge's ceiling")
+    assert lines[2] == "- MISSED: `project-workers` runs at 1.2x the baseline (target: 25x)"
+    assert all(line.startswith("- not measured") for line in lines[3:])
