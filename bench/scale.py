@@ -107,6 +107,12 @@ class StepResult:
     peak_mib: float
     output_kib: float
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0
+
+    @property
+    def waiting_s(self) -> float:
+        """Wall time not spent on this process's CPU: the judge, Langfuse and the disk."""
+        return max(0.0, self.wall_s - self.cpu_s)
 
 
 def _job(stack: Stack, window: Window, args: argparse.Namespace) -> dict[str, Any]:
@@ -138,6 +144,7 @@ def run_step(step: str, job_path: Path, work_dir: Path) -> StepResult:
         peak_mib=result["maxrss_kib"] / 1024,
         output_kib=result["output_bytes"] / 1024,
         extra=result.get("extra", {}),
+        cpu_s=result.get("cpu_s", 0.0),
     )
 
 
@@ -183,7 +190,33 @@ def render(results: list[dict[str, Any]]) -> str:
         ]
         label = f"{large['traces']:,} / {small['traces']:,}"
         lines.append("| " + " | ".join([label, "", "", "", "", *ratios]) + " |")
+    lines.extend(["", *profile_lines(results[-1])])
     return "\n".join(lines)
+
+
+def profile_lines(result: dict[str, Any]) -> list[str]:
+    """Where each task of one size spends its time: own CPU against waiting."""
+    header = ["task", "traces", "wall s", "own CPU s", "waiting s", "waiting share"]
+    lines = [
+        f"Where the time of the tasks at {result['traces']:,} traces goes:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    items = next(s.extra.get("items") for s in result["steps"] if s.step == "fetch_page")
+    for step in result["steps"]:
+        traces = result["traces"] if step.step == "plan_pages" else items
+        share = step.waiting_s / step.wall_s if step.wall_s else 0.0
+        row = [
+            step.step,
+            f"{traces:,}",
+            f"{step.wall_s:.2f}",
+            f"{step.cpu_s:.2f}",
+            f"{step.waiting_s:.2f}",
+            f"{share:.0%}",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def _child(step: str, job_path: Path, work_dir: Path) -> int:
@@ -208,6 +241,7 @@ def _child(step: str, job_path: Path, work_dir: Path) -> int:
 
     extra: dict[str, Any] = {}
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if step == "plan_pages":
         plan, _ = plan_run(
             langfuse,
@@ -260,10 +294,12 @@ def _child(step: str, job_path: Path, work_dir: Path) -> int:
     else:
         raise ValueError(f"Unknown step {step!r}: use one of {list(STEPS)}.")
     wall_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     text = json.dumps(output)
     (work_dir / f"{step}.json").write_text(text, encoding="utf-8")
     result = {
         "wall_s": wall_s,
+        "cpu_s": cpu_s,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "output_bytes": len(text.encode("utf-8")),
         "extra": extra,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from bench.scale import STEPS, run_scale
 from stack.langfuse_server import Store
 
@@ -37,7 +39,14 @@ def test_scale_steps_run_and_table_has_ratio_row(tmp_path: Path) -> None:
             assert row["n"] == result["traces"]
         finally:
             store.close()
-    lines = table.splitlines()
+    sizes_table, profile = table.split("\n\n", 1)
+    lines = sizes_table.splitlines()
     assert len(lines) == 2 + 2 + 1
     assert lines[-1].startswith("| 24 / 12 |")
     assert lines[-1].count("x") == len(STEPS)
+    # The profile has a row per task, and waiting plus own CPU make up each task's wall time.
+    rows = [line for line in profile.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows[1:]] == list(STEPS)
+    for step in results[-1]["steps"]:
+        assert step.cpu_s > 0
+        assert step.waiting_s + min(step.cpu_s, step.wall_s) == pytest.approx(step.wall_s)
