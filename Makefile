@@ -22,11 +22,12 @@ LANGFUSE_POOL_SLOTS ?= 8
 
 .PHONY: venv airflow-init demo test lint bench run clean
 
-# The editable install of this project registers its Airflow provider entry point.
+# The editable install of this project registers its Airflow provider entry point. It builds
+# with the setuptools of the venv, so it needs no download.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
