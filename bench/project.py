@@ -333,7 +333,7 @@ def run_scheduler(
     LocalExecutor on a new PostgreSQL database, with the pools of ``make airflow-init``. The
     scheduler creates no scheduled run (``max_dagruns_to_create_per_loop`` is 0), so the
     triggered run is the only one. The wall time is the run's own, from its start to its end
-    as Airflow records them; starting the deployment and parsing the DAG are not counted.
+    as Airflow records them. Starting the deployment and parsing the DAG are not counted.
 
     Raises:
         RuntimeError: PostgreSQL is not reachable on 127.0.0.1, or the run did not succeed.

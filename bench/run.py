@@ -458,7 +458,12 @@ def target_lines(
     lines: list[str] = []
 
     def line(met: bool | None, text: str) -> None:
-        mark = "not measured" if met is None else ("met" if met else "MISSED")
+        if met is None:
+            mark = "not measured"
+        elif met:
+            mark = "met"
+        else:
+            mark = "MISSED"
         lines.append(f"- {mark}: {text}")
 
     project = [r for r in results if r.method in ("project-workers", "project-workers-1000")]

@@ -164,7 +164,7 @@ def measure_size(count: int, args: argparse.Namespace, work_dir: Path) -> dict[s
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    """One Markdown table: a row per size, then the ratio of the largest to the smallest."""
+    """Render one Markdown table: a row per size, then the ratio of the largest to the smallest."""
     header = ["traces", "pages", "page size", "plan s", "plan XCom KiB"] + [
         f"{step} MiB" for step in STEPS
     ]
@@ -195,7 +195,7 @@ def render(results: list[dict[str, Any]]) -> str:
 
 
 def profile_lines(result: dict[str, Any]) -> list[str]:
-    """Where each task of one size spends its time: own CPU against waiting."""
+    """List where each task of one size spends its time: own CPU against waiting."""
     header = ["task", "traces", "wall s", "own CPU s", "waiting s", "waiting share"]
     lines = [
         f"Where the time of the tasks at {result['traces']:,} traces goes:",

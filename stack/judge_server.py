@@ -205,7 +205,7 @@ class RateLimiter:
             now: Monotonic time of the request; the current time when None.
 
         Returns:
-            None when the request is allowed, else seconds until the bucket holds one again.
+            None when the request is allowed, else seconds until the bucket contains one again.
         """
         if self.rpm <= 0:
             return None

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DECREASE_COOLDOWN_S = 1.0
 """Shortest time between two decreases of the limit."""
 DECREASE_FACTOR = 0.5
-"""What a 429 multiplies the limit by."""
+"""Factor that a 429 applies to the limit."""
 
 current_limit: ContextVar[AdaptiveLimit | None] = ContextVar("current_limit", default=None)
 

@@ -38,7 +38,7 @@ SCORE_BATCH_SIZE = 1000
 (HTTP 413) is split in halves and sent again."""
 TRACE_ID_QUERY_CHARS = 7000
 """Budget of the URL-encoded ``trace_id`` list of one v3 scores read: with 32-character ids
-it holds 200 of them, and the request line stays under the 8 KiB that common proxies accept."""
+it contains 200 of them, and the request line stays under the 8 KiB that common proxies accept."""
 MAX_COMMENT_CHARS = 2000
 MAX_NAMED_REJECTIONS = 20
 """Rejected scores that a :class:`ScoreWriteRejected` message names one by one."""
@@ -222,11 +222,14 @@ def write_scores(
                 raise
             if len(batch) < 2:
                 raise ScoreWriteRejected(
-                    f"Langfuse refused the {batch[0].name!r} score of trace {batch[0].trace_id} "
+                    f"Langfuse rejected the {batch[0].name!r} score of trace {batch[0].trace_id} "
                     "as too large (HTTP 413), even alone."
                 ) from error
             half = len(batch) // 2
-            log.info("Langfuse refused %d scores as too large; sending them in halves", len(batch))
+            log.info(
+                "Langfuse rejected %d scores as too large (HTTP 413); sending them in halves",
+                len(batch),
+            )
             pending[:0] = [batch[:half], batch[half:]]
             report.requests += 1
             continue

@@ -19,7 +19,7 @@ from include.langfuse_eval.concurrency import AdaptiveLimit, current_limit
 from include.langfuse_eval.errors import AuthenticationError, PermanentError, TransientError
 
 RATE_LIMIT_BUDGET_S = 600.0
-"""Longest time one trace may keep waiting on the judge's rate limit before its task fails."""
+"""Maximum time one trace may keep waiting on the judge's rate limit before its task fails."""
 RATE_LIMIT_MAX_WAIT_S = 30.0
 """Cap on one wait after a rate-limited call."""
 
@@ -174,7 +174,7 @@ async def gather_bounded(
 
 
 def _retry_after_s(error: openai.RateLimitError) -> float:
-    """Return the wait that a 429 reply asks for, from ``retry-after-ms`` or ``retry-after``."""
+    """Return the wait that a 429 reply requests, from ``retry-after-ms`` or ``retry-after``."""
     headers = error.response.headers if error.response is not None else {}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
@@ -185,7 +185,7 @@ def _retry_after_s(error: openai.RateLimitError) -> float:
 
 
 async def _waiting_out_rate_limits(judge: Callable[[T], Awaitable[R]], item: T) -> R:
-    """Judge one item, waiting and calling again for as long as the judge answers 429.
+    """Judge one item, waiting and calling again for as long as the judge returns 429.
 
     A 429 that the OpenAI SDK's own retries could not get past means the deployment sends
     faster than the judge's rate limit, not that the item failed. The call waits what the
@@ -208,7 +208,7 @@ async def _waiting_out_rate_limits(judge: Callable[[T], Awaitable[R]], item: T) 
             elapsed = time.monotonic() - started
             if elapsed >= RATE_LIMIT_BUDGET_S:
                 raise TransientError(
-                    f"The judge kept answering 429 for {elapsed:.0f} s: lower the judge "
+                    f"The judge kept returning 429 for {elapsed:.0f} s: lower the judge "
                     "pool's slots or judge_concurrency, or raise the judge's rate limit."
                 ) from error
             wait_s = max(_retry_after_s(error), 0.05 * 2 ** min(attempt, 10))

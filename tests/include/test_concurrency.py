@@ -157,5 +157,5 @@ def test_rate_limit_past_budget_fails_task(monkeypatch):
     async def judge(index: int) -> int:
         raise rate_limit_error()
 
-    with pytest.raises(TransientError, match="kept answering 429"):
+    with pytest.raises(TransientError, match="kept returning 429"):
         asyncio.run(gather_bounded([1, 2], judge, 2, AdaptiveLimit(2)))
