@@ -389,8 +389,9 @@ def iter_time_range(
     Rows are yielded as each page arrives, so a caller that folds them into a summary keeps
     one page at a time in memory. When the server runs out of its time budget (HTTP 422, on
     any page of the walk), the range is read again as two halves, newer half first, and
-    halves are split again as needed. The rows yielded before the 422 come again from the halves, so a caller
-    must treat a row seen twice as one (the planning fold and :func:`dedupe_roots` do).
+    halves are split again as needed. The rows yielded before the 422 come again from the
+    halves, so a caller must treat a row seen twice as one (the planning fold and
+    :func:`dedupe_roots` do).
 
     Args:
         api: The SDK client.
