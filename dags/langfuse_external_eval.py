@@ -104,6 +104,7 @@ PARAMS = {
         DEFAULT_TAG,
         type="string",
         minLength=1,
+        title="Trace tag",
         description="Evaluate root observations whose trace carries this tag.",
     ),
     "page_size": Param(
@@ -111,12 +112,14 @@ PARAMS = {
         type="integer",
         minimum=1,
         maximum=MAX_PAGE_SIZE,
+        title="Page size",
         description="Traces per mapped page; grown on large windows to keep pages under 512.",
     ),
     "max_traces": Param(
         50,
         type=["null", "integer"],
         minimum=1,
+        title="Maximum traces",
         description="Maximum traces to evaluate per run, newest first; null evaluates all.",
     ),
     "evaluators": Param(
@@ -125,29 +128,36 @@ PARAMS = {
         items={"type": "string", "enum": list(EVALUATORS)},
         minItems=1,
         uniqueItems=True,
+        title="Judges",
         description="Judges to run.",
     ),
     "window_start": Param(
         None,
         type=["null", "string"],
         format="date-time",
+        title="Window start",
         description="Override of the window start (ISO 8601 with offset); needs window_end.",
     ),
     "window_end": Param(
         None,
         type=["null", "string"],
         format="date-time",
+        title="Window end",
         description="Override of the window end, exclusive; needs window_start.",
     ),
-    "dry_run": Param(False, type="boolean", description="Judge the traces but write no scores."),
+    "dry_run": Param(
+        False, type="boolean", title="Dry run", description="Judge the traces but write no scores."
+    ),
     "force": Param(
         False,
         type="boolean",
+        title="Judge again",
         description="Judge every trace again, even those already scored by this evaluator version.",
     ),
     "redact": Param(
         True,
         type="boolean",
+        title="Redact secrets",
         description="Replace API-key-like tokens and email addresses before judging.",
     ),
     "lookback_hours": Param(
@@ -155,6 +165,7 @@ PARAMS = {
         type="number",
         minimum=0,
         maximum=168,
+        title="Lookback hours",
         description="Hours to read before the window start, so late traces get scored once.",
     ),
     "defer_minutes": Param(
@@ -162,6 +173,7 @@ PARAMS = {
         type="number",
         minimum=0,
         maximum=1440,
+        title="Defer minutes",
         description="Traces without output that started this close to the window end are "
         "deferred to the next run (keep lookback_hours longer), not skipped.",
     ),
@@ -170,6 +182,7 @@ PARAMS = {
         type="number",
         minimum=0,
         maximum=1,
+        title="Maximum judge-error ratio",
         description="Fail the run when more than this share of judged traces got a judge error.",
     ),
     "judge_concurrency": Param(
@@ -177,6 +190,7 @@ PARAMS = {
         type="integer",
         minimum=1,
         maximum=64,
+        title="Judge concurrency",
         description="Judge calls in flight per judge task.",
     ),
 }

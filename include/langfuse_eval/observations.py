@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -104,10 +105,24 @@ def request_options(timeout_s: float | None, retry: RetryPolicy) -> RequestOptio
     return options
 
 
+def _is_tls_error(error: BaseException) -> bool:
+    """Tell whether a connection failed in the TLS handshake, such as https to a plain port."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _is_retryable(error: BaseException) -> bool:
-    """Tell whether another call may succeed: transport errors, timeouts, 429 and 5xx."""
+    """Tell whether another call may succeed: transport errors, timeouts, 429 and 5xx.
+
+    A failed TLS handshake is not retried: it means a wrong scheme or certificate, which no
+    retry fixes.
+    """
     if isinstance(error, httpx.TransportError):
-        return True
+        return not _is_tls_error(error)
     if isinstance(error, ApiError) and error.status_code is not None:
         return error.status_code == 429 or error.status_code >= 500
     return False
@@ -168,6 +183,14 @@ class _StopAfterWaiting(stop_base):
 def _call_once(operation: Callable[..., T], what: str, kwargs: dict[str, Any]) -> T:
     try:
         return operation(**kwargs)
+    except httpx.TransportError as error:
+        if _is_tls_error(error):
+            raise ConfigurationError(
+                f"The TLS handshake with Langfuse failed while trying to {what} "
+                f"({describe_error(error)}): check the scheme of the Langfuse connection's host "
+                "(http:// for a server without TLS) and its certificate."
+            ) from error
+        raise
     except ApiError as error:
         if error.status_code in (401, 403):
             raise AuthenticationError(

@@ -49,13 +49,19 @@ def langfuse_host(conn: Any) -> str:
     """Return the connection's Langfuse base URL, with a scheme.
 
     A URI-form connection such as ``http://login:password@host:port`` splits the URL, and its
-    scheme becomes the connection type. So an ``http`` connection gets ``http://`` back, and
-    a host of any other type without a scheme gets ``https://``.
+    scheme becomes the connection type. So an ``http`` connection gets ``http://`` back. A
+    host of any other type without a scheme gets ``http://`` on a loopback address, where a
+    self-hosted Langfuse listens without TLS, and ``https://`` elsewhere. A scheme in capitals
+    is lowered.
     """
     host = (conn.host or "").strip()
-    if not host or "://" in host:
+    if not host:
         return host
-    scheme = "http" if conn.conn_type == "http" else "https"
+    if "://" in host:
+        scheme, rest = host.split("://", 1)
+        return f"{scheme.lower()}://{rest}"
+    hostname = urlsplit(f"//{host}").hostname
+    scheme = "http" if conn.conn_type == "http" or hostname in LOOPBACK_HOSTS else "https"
     port = f":{conn.port}" if conn.port else ""
     return f"{scheme}://{host}{port}"
 
@@ -123,8 +129,11 @@ class LangfuseHook(BaseHook):
                 self.langfuse_conn_id,
                 hostname,
             )
+        # Keys pasted into the form can end with a newline or spaces, which Langfuse rejects.
         return LangfuseSettings(
-            host=host, public_key=conn.login or "", secret_key=conn.password or ""
+            host=host,
+            public_key=(conn.login or "").strip(),
+            secret_key=(conn.password or "").strip(),
         )
 
     def get_conn(self) -> LangfuseAPI:
@@ -153,7 +162,9 @@ class LangfuseHook(BaseHook):
                 request_options={"timeout_in_seconds": PROJECT_LOOKUP_TIMEOUT_S}
             )
         except Exception as error:
-            return False, f"Langfuse connection test failed: {error}"
+            from include.langfuse_eval.observations import describe_error
+
+            return False, f"Langfuse connection test failed: {describe_error(error)}"
         if not projects.data:
             return False, f"Langfuse at {settings.host} returned no project for these keys."
         project = projects.data[0]

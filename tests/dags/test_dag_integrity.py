@@ -295,6 +295,14 @@ def test_param_default_value(dag: DAG, name: str, default: Any) -> None:
     assert dag.params.get_param(name).value == default
 
 
+@pytest.mark.parametrize("name", list(PARAM_DEFAULTS))
+def test_param_has_title_and_description(dag: DAG, name: str) -> None:
+    # The trigger form labels a field with its title and shows the description under it.
+    param = dag.params.get_param(name)
+    assert param.schema.get("title")
+    assert param.description
+
+
 def test_defaults_pass_validation(dag: DAG) -> None:
     assert copy.deepcopy(dag.params).validate() == PARAM_DEFAULTS
 

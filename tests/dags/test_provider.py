@@ -221,6 +221,12 @@ def test_hook_reads_langfuse_connection(monkeypatch: pytest.MonkeyPatch) -> None
             "https://langfuse.example.com:8443",
             id="langfuse-uri-port",
         ),
+        pytest.param(
+            "langfuse://pk:sk@127.0.0.1:3030", "http://127.0.0.1:3030", id="langfuse-uri-loopback"
+        ),
+        pytest.param(
+            "langfuse://pk:sk@localhost:3030", "http://localhost:3030", id="langfuse-uri-localhost"
+        ),
     ],
 )
 def test_hook_reads_uri_connections(uri: str, host: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,6 +237,32 @@ def test_hook_reads_uri_connections(uri: str, host: str, monkeypatch: pytest.Mon
     assert settings.host == host
     assert settings.public_key == "pk"
     assert settings.secret_key == "sk"
+
+
+def test_hook_strips_keys_and_lowers_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {
+        "conn_type": "langfuse",
+        "host": "HTTPS://cloud.langfuse.com",
+        "login": " pk-lf-public\n",
+        "password": "sk-lf-secret \n",
+    }
+    for name, value in connection_env(conn).items():
+        monkeypatch.setenv(name, value)
+
+    settings = langfuse_settings()
+
+    assert settings.host == "https://cloud.langfuse.com"
+    assert settings.public_key == "pk-lf-public"
+    assert settings.secret_key == "sk-lf-secret"
+
+
+def test_blank_secret_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "langfuse", "host": "cloud.langfuse.com", "login": "pk", "password": " "}
+    for name, value in connection_env(conn).items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigurationError, match="keys are missing"):
+        langfuse_settings()
 
 
 def test_missing_connection_says_how_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,12 @@ from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
-from include.langfuse_eval.errors import AuthenticationError, ScoreWriteRejected, TransientError
+from include.langfuse_eval.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ScoreWriteRejected,
+    TransientError,
+)
 from include.langfuse_eval.observations import (
     CoreRow,
     TraceRef,
@@ -419,3 +424,24 @@ def test_core_page_errors_are_the_sdks(server: Server, baseline: list[TraceRef])
     # The 503 is retried like any SDK call, and the read ends with every trace.
     assert read(server) == baseline
     assert server.admin.get("/_stack/stats").json()["faults_served"] == 1
+
+
+@pytest.mark.parametrize("path", ["read", "write"])
+def test_https_to_plain_server_fails_at_once(server: Server, path: str) -> None:
+    settings = LangfuseSettings(
+        host=server.process.base_url.replace("http://", "https://"),
+        public_key=server.public_key,
+        secret_key=server.secret_key,
+        timeout_s=TIMEOUT_S,
+    )
+    api = settings.api()
+
+    with pytest.raises(ConfigurationError, match="TLS handshake") as caught:
+        if path == "read":
+            list_window_traces(api, tag=TAG, window=WINDOW, retry_policy=FAST)
+        else:
+            write_scores(api, score_requests([secrets.token_hex(16)]), retry_policy=FAST)
+
+    assert "http:// for a server without TLS" in str(caught.value)
+    # The handshake failed before any request reached the server, and it was not retried.
+    assert server.admin.get("/_stack/stats").json()["requests"] == {}
