@@ -7,14 +7,11 @@ with a fresh SQLite metadata database.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,7 +35,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO_ROOT), str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]
 ).rstrip(os.pathsep)
 
-from stack.process import ServerProcess, free_port, start_server  # noqa: E402
+from stack.local_stack import LocalStack, start_local_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,65 +50,8 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME
 
 
-@dataclass(frozen=True)
-class LocalStack:
-    """The running local Langfuse server and offline judge, with the keys they accept."""
-
-    langfuse: ServerProcess
-    judge: ServerProcess
-    public_key: str
-    secret_key: str
-    judge_key: str
-
-    def connection_env(self) -> dict[str, str]:
-        """Return the ``AIRFLOW_CONN_*`` variables that point the DAG at this stack."""
-        return {
-            "AIRFLOW_CONN_LANGFUSE_DEFAULT": json.dumps(
-                {
-                    "conn_type": "http",
-                    "host": self.langfuse.base_url,
-                    "login": self.public_key,
-                    "password": self.secret_key,
-                }
-            ),
-            "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
-                {
-                    "conn_type": "openai",
-                    "host": f"{self.judge.base_url}/v1",
-                    "password": self.judge_key,
-                    "extra": {"model": "gpt-4.1-mini"},
-                }
-            ),
-        }
-
-
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Start the local Langfuse server and the offline judge on free ports with random keys."""
-    state_dir = tmp_path_factory.mktemp("local-stack")
-    public_key = f"pk-lf-{secrets.token_hex(8)}"
-    secret_key = f"sk-lf-{secrets.token_hex(16)}"
-    judge_key = f"sk-judge-{secrets.token_hex(16)}"
-    langfuse = start_server(
-        "stack.langfuse_server",
-        free_port(),
-        {"LOCAL_LANGFUSE_PUBLIC_KEY": public_key, "LOCAL_LANGFUSE_SECRET_KEY": secret_key},
-        state_dir / "langfuse.log",
-        args=["--db", str(state_dir / "langfuse.db")],
-    )
-    try:
-        judge = start_server(
-            "stack.judge_server",
-            free_port(),
-            {"LOCAL_JUDGE_API_KEY": judge_key},
-            state_dir / "judge.log",
-            health_path="/health",
-        )
-    except BaseException:
-        langfuse.stop()
-        raise
-    try:
-        yield LocalStack(langfuse, judge, public_key, secret_key, judge_key)
-    finally:
-        judge.stop()
-        langfuse.stop()
+    with start_local_stack(tmp_path_factory.mktemp("local-stack")) as stack:
+        yield stack

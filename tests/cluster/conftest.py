@@ -7,10 +7,7 @@ Every test skips, with the reason, when PostgreSQL or Redis is not reachable on 
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,42 +20,10 @@ from stack.airflow_cluster import (
     postgres_available,
     redis_available,
 )
-from stack.process import ServerProcess, free_port, start_server
+from stack.local_stack import LocalStack, start_local_stack
 
 CELERY_WORKERS = 2
 WORKER_CONCURRENCY = 2
-
-
-@dataclass(frozen=True)
-class ClusterStack:
-    """The Langfuse server and offline judge of the cluster runs, with their keys."""
-
-    langfuse: ServerProcess
-    judge: ServerProcess
-    public_key: str
-    secret_key: str
-    judge_key: str
-
-    def connection_env(self) -> dict[str, str]:
-        """Return the `AIRFLOW_CONN_*` variables that point the DAG at this stack."""
-        return {
-            "AIRFLOW_CONN_LANGFUSE_DEFAULT": json.dumps(
-                {
-                    "conn_type": "http",
-                    "host": self.langfuse.base_url,
-                    "login": self.public_key,
-                    "password": self.secret_key,
-                }
-            ),
-            "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
-                {
-                    "conn_type": "openai",
-                    "host": f"{self.judge.base_url}/v1",
-                    "password": self.judge_key,
-                    "extra": {"model": "gpt-4.1-mini"},
-                }
-            ),
-        }
 
 
 @pytest.fixture(scope="module")
@@ -76,39 +41,14 @@ def cluster_services() -> None:
 @pytest.fixture(scope="module")
 def cluster_stack(
     cluster_services: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ClusterStack]:
+) -> Iterator[LocalStack]:
     """Start a Langfuse server and an offline judge for this module, with random keys."""
-    state_dir = tmp_path_factory.mktemp("cluster-stack")
-    public_key = f"pk-lf-{secrets.token_hex(8)}"
-    secret_key = f"sk-lf-{secrets.token_hex(16)}"
-    judge_key = f"sk-judge-{secrets.token_hex(16)}"
-    langfuse = start_server(
-        "stack.langfuse_server",
-        free_port(),
-        {"LOCAL_LANGFUSE_PUBLIC_KEY": public_key, "LOCAL_LANGFUSE_SECRET_KEY": secret_key},
-        state_dir / "langfuse.log",
-        args=["--db", str(state_dir / "langfuse.db")],
-    )
-    try:
-        judge = start_server(
-            "stack.judge_server",
-            free_port(),
-            {"LOCAL_JUDGE_API_KEY": judge_key},
-            state_dir / "judge.log",
-            health_path="/health",
-        )
-    except BaseException:
-        langfuse.stop()
-        raise
-    try:
-        yield ClusterStack(langfuse, judge, public_key, secret_key, judge_key)
-    finally:
-        judge.stop()
-        langfuse.stop()
+    with start_local_stack(tmp_path_factory.mktemp("cluster-stack")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
-def langfuse_api(cluster_stack: ClusterStack) -> LangfuseAPI:
+def langfuse_api(cluster_stack: LocalStack) -> LangfuseAPI:
     """Return an SDK API client for the module's Langfuse server."""
     return LangfuseAPI(
         base_url=cluster_stack.langfuse.base_url,
@@ -119,7 +59,7 @@ def langfuse_api(cluster_stack: ClusterStack) -> LangfuseAPI:
 
 @pytest.fixture(scope="module")
 def cluster(
-    cluster_stack: ClusterStack, tmp_path_factory: pytest.TempPathFactory
+    cluster_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowCluster]:
     """Run Airflow with the CeleryExecutor and two workers on a fresh PostgreSQL database."""
     home: Path = tmp_path_factory.mktemp("airflow-cluster")
