@@ -271,7 +271,8 @@ def _timed(
 ) -> tuple[Outcome, float, float | None]:
     """Run a method in this process; return its outcome, wall time and tracemalloc peak MiB.
 
-    The outcome's ``cpu_s`` is the process's CPU time over the call, unless the method set it.
+    The outcome's ``cpu_s`` is this process's CPU time over the call, unless the method set it
+    or runs in processes of its own, whose CPU this process does not see.
     """
     if config.trace_memory:
         tracemalloc.start()
@@ -279,7 +280,7 @@ def _timed(
     cpu_started = time.process_time()
     try:
         outcome = _run_method(method, langfuse, judge, config, window, state_dir)
-        if outcome.cpu_s is None and method != "scheduler":
+        if outcome.cpu_s is None and method not in OWN_PROCESS_METHODS:
             outcome.cpu_s = time.process_time() - cpu_started
     finally:
         wall_s = time.perf_counter() - started

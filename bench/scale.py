@@ -2,10 +2,10 @@
 
 For each size the local Langfuse server gets that many tagged traces, written straight into
 its SQLite file (seeding 100,000 traces through OTLP would take longer than the measurement).
-Then the DAG's task functions run one after the other, each in a new interpreter that first
-imports the DAG file, as an Airflow task process does: ``plan_pages`` over the whole window,
-then for the first page ``fetch_page``, ``judge_tone``, ``judge_joyfulness`` and
-``push_scores``. Each step reads its input from the previous step's JSON file, the way XCom
+Then the DAG's task functions run one after the other. Each runs in a new interpreter that
+first imports the DAG file, as an Airflow task process does. ``plan_pages`` covers the whole
+window; ``fetch_page``, ``judge_tone``, ``judge_joyfulness`` and ``push_scores`` then run for
+the first page. Each step reads its input from the previous step's JSON file, the way XCom
 hands it on. Every step reports its wall time and its peak resident memory (``ru_maxrss``).
 
 Memory that stays flat with the day's volume shows as a 100,000 over 10,000 ratio near 1.0 for

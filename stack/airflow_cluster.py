@@ -17,7 +17,7 @@ its own log file. The tests in `tests/cluster` and the benchmark use it like thi
 
 Interface:
 
-- `postgres_available()`, `redis_available()`: whether the services answer on 127.0.0.1.
+- `postgres_available()`, `redis_available()`: whether the services respond on 127.0.0.1.
 - `create_database(prefix) -> str` and `drop_database(url)`: a fresh PostgreSQL database and
   its SQLAlchemy URL (`postgresql+psycopg2://postgres@127.0.0.1:5432/<prefix>_<random>`);
   `postgres_database(prefix)` is both as a context manager.

@@ -188,9 +188,9 @@ async def _waiting_out_rate_limits(judge: Callable[[T], Awaitable[R]], item: T) 
     """Judge one item, waiting and calling again for as long as the judge returns 429.
 
     A 429 that the OpenAI SDK's own retries could not get past means the deployment sends
-    faster than the judge's rate limit, not that the item failed. The call waits what the
-    reply asks, stretched by jitter and doubling on each further 429 so that many waiting
-    calls do not return at once, and its slot stays taken meanwhile. An exhausted quota is
+    faster than the judge's rate limit, not that the item failed. The call waits the time
+    that the reply requests, stretched by jitter and doubling on each further 429 so that many
+    waiting calls do not return at once. Its slot stays taken meanwhile. An exhausted quota is
     not waited for (see :func:`permanent_judge_errors`).
 
     Raises:

@@ -33,7 +33,7 @@ PROJECT_LOOKUP_MAX_RETRIES = 1
 
 
 def get_connection(conn_id: str) -> Any:
-    """Read a connection, or raise a ConfigurationError that says how to define it."""
+    """Read a connection, or raise a ConfigurationError that explains how to define it."""
     from include.langfuse_eval.errors import ConfigurationError
 
     try:

@@ -171,8 +171,8 @@ def test_trigger_form_runs_dag(
         names = Counter(score.name for score in scores[trace_id])
         assert names == Counter({"tone": 1, "joyfulness": 1}), trace_id
 
-    # The URL after triggering keeps the Dags list's search as a query, which the run page
-    # turns into a task filter; the run page without it lists every task instance.
+    # After triggering, the URL keeps the Dags list's search as a query, and the run page turns
+    # it into a task filter. So the run page is opened again without the query.
     page.goto(f"{airflow_ui.base_url}/dags/{dag_id}/runs/{run_id}")
     run_heading = page.get_by_role("heading", name=run_id, exact=True)
     state_badge = run_heading.locator("xpath=following-sibling::*[@data-testid='state-badge']")

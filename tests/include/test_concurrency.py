@@ -128,11 +128,11 @@ def test_rate_limited_item_waits_and_is_judged(monkeypatch):
         waits.append(seconds)
 
     monkeypatch.setattr(verdicts.asyncio, "sleep", record_sleep)
-    refusals = {0: 3, 5: 1}
+    rate_limited_calls = {0: 3, 5: 1}
 
     async def judge(index: int) -> int:
-        if refusals.get(index, 0):
-            refusals[index] -= 1
+        if rate_limited_calls.get(index, 0):
+            rate_limited_calls[index] -= 1
             raise rate_limit_error(wait_ms="400")
         return index
 
